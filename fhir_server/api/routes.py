@@ -1,0 +1,183 @@
+"""The FHIR REST routes (R4 http.html). Each route names the FHIR interaction it implements, and
+the CapabilityStatement is generated from those names, so the two cannot drift apart.
+
+Routes parse and negotiate, call an interaction, and render; they hold no storage code.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import OutcomeIssue, operation_outcome
+from ..interactions import bundle as bundles
+from ..interactions import crud
+from ..interactions.history import CURSOR_PARAM, history, history_request
+from ..interactions.preconditions import parse_if_match
+from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
+from ..interactions.rendering import history_bundle
+from ..interactions.validation import require_resource_type
+from ..storage import HistoryPage, Store
+from .capability import FHIR_INTERACTION, capability_statement
+from .negotiation import JSON_PATCH, read_json, response_media_type
+from .responses import fhir_response, resource_response, write_response
+
+router = APIRouter()
+
+
+def interaction(method: str, path: str, *codes: str) -> Callable:
+    """Register a route implementing the named FHIR interaction codes (CapabilityStatement vocabulary)."""
+
+    def register(handler: Callable) -> Callable:
+        router.add_api_route(
+            path, handler, methods=[method], name=codes[0], response_class=Response,
+            openapi_extra={FHIR_INTERACTION: list(codes)},
+        )
+        return handler
+
+    return register
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def base_url(request: Request) -> str:
+    configured = request.app.state.settings.base_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def _body_limit(request: Request) -> int:
+    return request.app.state.settings.max_body_bytes
+
+
+# -- system level ----------------------------------------------------------------------------
+
+
+@interaction("GET", "/metadata", "capabilities")
+async def capabilities(request: Request) -> Response:
+    media = response_media_type(request)
+    return fhir_response(capability_statement(request.app, base_url(request)), request, media_type=media)
+
+
+@interaction("POST", "/", "transaction", "batch")
+async def transaction_or_batch(request: Request) -> Response:
+    media = response_media_type(request)
+    base = base_url(request)
+    kind, entries = bundles.parse_entries(await read_json(request, _body_limit(request)), base)
+    run = bundles.run_transaction if kind == "transaction" else bundles.run_batch
+    results = await run(_store(request), entries, base)
+    body = bundles.response_bundle(kind, results, parse_prefer(request.headers.get("prefer")))
+    return fhir_response(body, request, media_type=media)
+
+
+@interaction("GET", "/_history", "history-system")
+async def history_system(request: Request) -> Response:
+    return await _history(request, "_history")
+
+
+# -- type level ------------------------------------------------------------------------------
+
+
+@interaction("GET", "/{resource_type}/_history", "history-type")
+async def history_type(request: Request, resource_type: str) -> Response:
+    return await _history(request, f"{resource_type}/_history", resource_type=resource_type)
+
+
+@interaction("POST", "/{resource_type}", "create")
+async def create(request: Request, resource_type: str) -> Response:
+    media = response_media_type(request)
+    require_resource_type(resource_type)
+    resource = await read_json(request, _body_limit(request))
+    async with _store(request).unit_of_work() as uow:
+        version = await crud.create(uow, resource_type, resource)
+    prefer = parse_prefer(request.headers.get("prefer"))
+    return write_response(version, request, media, prefer, base_url(request), status=201)
+
+
+# -- instance level --------------------------------------------------------------------------
+
+
+@interaction("GET", "/{resource_type}/{id}/_history/{version_id}", "vread")
+async def vread(request: Request, resource_type: str, id: str, version_id: str) -> Response:
+    media = response_media_type(request)
+    return resource_response(await crud.vread(_store(request), resource_type, id, version_id), request, media)
+
+
+@interaction("GET", "/{resource_type}/{id}/_history", "history-instance")
+async def history_instance(request: Request, resource_type: str, id: str) -> Response:
+    return await _history(request, f"{resource_type}/{id}/_history", resource_type=resource_type, id=id)
+
+
+@interaction("GET", "/{resource_type}/{id}", "read")
+async def read(request: Request, resource_type: str, id: str) -> Response:
+    media = response_media_type(request)
+    return resource_response(await crud.read(_store(request), resource_type, id), request, media)
+
+
+@interaction("PUT", "/{resource_type}/{id}", "update")
+async def update(request: Request, resource_type: str, id: str) -> Response:
+    media = response_media_type(request)
+    require_resource_type(resource_type)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    resource = await read_json(request, _body_limit(request))
+    async with _store(request).unit_of_work() as uow:
+        version, created = await crud.update(uow, resource_type, id, resource, if_match=if_match)
+    prefer = parse_prefer(request.headers.get("prefer"))
+    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
+
+
+@interaction("PATCH", "/{resource_type}/{id}", "patch")
+async def patch(request: Request, resource_type: str, id: str) -> Response:
+    media = response_media_type(request)
+    require_resource_type(resource_type)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    operations = await read_json(request, _body_limit(request), accepted=(JSON_PATCH,))
+    async with _store(request).unit_of_work() as uow:
+        version = await crud.patch(uow, resource_type, id, operations, if_match=if_match)
+    prefer = parse_prefer(request.headers.get("prefer"))
+    return write_response(version, request, media, prefer, base_url(request), status=200)
+
+
+@interaction("DELETE", "/{resource_type}/{id}", "delete")
+async def delete(request: Request, resource_type: str, id: str) -> Response:
+    media = response_media_type(request)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    async with _store(request).unit_of_work() as uow:
+        marker = await crud.delete(uow, resource_type, id, if_match=if_match)
+    headers = {"ETag": marker.etag} if marker is not None else None
+    if parse_prefer(request.headers.get("prefer")).return_ == RETURN_OUTCOME:
+        text = f"{resource_type}/{id} deleted" if marker else f"{resource_type}/{id} had nothing to delete"
+        outcome = operation_outcome([OutcomeIssue("information", "informational", text)])
+        return fhir_response(orjson.dumps(outcome), request, media_type=media, headers=headers)
+    return fhir_response(None, request, status=204, headers=headers)
+
+
+# -- history rendering -----------------------------------------------------------------------
+
+
+async def _history(request: Request, rel_path: str, *, resource_type: str | None = None, id: str | None = None) -> Response:
+    media = response_media_type(request)
+    params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
+    page = await history(_store(request), history_request(params, resource_type=resource_type, id=id))
+    base = base_url(request)
+    body = history_bundle(page, base, _page_links(base, rel_path, params, page))
+    return fhir_response(body, request, media_type=media)
+
+
+def _page_links(base: str, rel_path: str, params: dict[str, list[str]], page: HistoryPage) -> list[tuple[str, str]]:
+    def link(**override: str) -> str:
+        query = {k: v for k, v in params.items() if k not in override}
+        query.update({k: [v] for k, v in override.items()})
+        encoded = urlencode([(k, v) for k, vs in query.items() for v in vs])
+        return f"{base}/{rel_path}" + (f"?{encoded}" if encoded else "")
+
+    links = [("self", link())]
+    if page.next_seq is not None:
+        links.append(("next", link(**{CURSOR_PARAM: str(page.next_seq)})))
+    return links

@@ -1,0 +1,63 @@
+"""Command line: `python -m fhir_server serve ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+from .config import Settings
+
+log = logging.getLogger("fhir_server")
+
+
+def _parser(defaults: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fhir_server", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the FHIR server (uvicorn)")
+    serve.add_argument("--host", default=defaults.host, help="interface to listen on [FHIR_HOST]")
+    serve.add_argument("--port", type=int, default=defaults.port, help="TCP port [FHIR_PORT]")
+    serve.add_argument(
+        "--database", default=defaults.database_url,
+        help="sqlite:///path/to/file.db (embedded, the default: %(default)s) [FHIR_DATABASE]",
+    )
+    serve.add_argument("--base-url", default=defaults.base_url, help="public FHIR base URL [FHIR_BASE_URL]")
+    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+                       help="largest accepted request body [FHIR_MAX_BODY_BYTES]")
+    serve.add_argument("--no-auth", action="store_true", default=not defaults.auth_enabled,
+                       help="serve without authorization: local experiments and tests only [FHIR_NO_AUTH=1]")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = Settings.from_env()
+    args = _parser(defaults).parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return serve(replace(
+            defaults, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url,
+            max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth,
+        ), args.log_level)
+    return 2
+
+
+def serve(settings: Settings, log_level: str) -> int:
+    import uvicorn
+
+    from .api.app import create_app
+
+    if settings.auth_enabled:
+        # SMART authorization is not built yet; refusing to start beats serving PHI to anyone.
+        log.error("authorization is not implemented yet: start with --no-auth (local experiments only)")
+        return 2
+    log.warning("AUTHORIZATION IS OFF (--no-auth): every client can read and write everything")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""FHIR errors by meaning, each carrying the HTTP status and the OperationOutcome it becomes.
+
+Interactions raise these; the API layer turns any of them into an OperationOutcome response
+(R4 operationoutcome.html, http.html "Errors"). Diagnostics never carry patient data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeIssue:
+    severity: str  # fatal | error | warning | information
+    code: str  # IssueType, http://hl7.org/fhir/R4/valueset-issue-type.html
+    diagnostics: str
+    expression: str | None = None
+
+    def to_json(self) -> dict:
+        issue: dict = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return issue
+
+
+def operation_outcome(issues: Iterable[OutcomeIssue]) -> dict:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}
+
+
+class FhirError(Exception):
+    status = 500
+    issue_code = "exception"
+
+    def __init__(self, diagnostics: str, *, expression: str | None = None, issues: list[OutcomeIssue] | None = None):
+        super().__init__(diagnostics)
+        self.issues = issues or [OutcomeIssue("error", self.issue_code, diagnostics, expression)]
+
+    def outcome(self) -> dict:
+        return operation_outcome(self.issues)
+
+
+class InvalidRequest(FhirError):
+    """400: the request or its resource is not valid FHIR."""
+
+    status = 400
+    issue_code = "invalid"
+
+
+class InvalidResource(InvalidRequest):
+    """400 with one issue per structural problem found in a resource."""
+
+    issue_code = "structure"
+
+
+class NotFound(FhirError):
+    status = 404
+    issue_code = "not-found"
+
+
+class MethodNotAllowed(FhirError):
+    status = 405
+    issue_code = "not-supported"
+
+
+class NotAcceptable(FhirError):
+    status = 406
+    issue_code = "not-supported"
+
+
+class Conflict(FhirError):
+    status = 409
+    issue_code = "conflict"
+
+
+class Gone(FhirError):
+    status = 410
+    issue_code = "deleted"
+
+
+class PreconditionFailed(FhirError):
+    status = 412
+    issue_code = "conflict"
+
+
+class PayloadTooLarge(FhirError):
+    status = 413
+    issue_code = "too-costly"
+
+
+class UnsupportedMediaType(FhirError):
+    status = 415
+    issue_code = "not-supported"
+
+
+class UnprocessableEntity(FhirError):
+    """422: well-formed, but breaks a business rule or profile."""
+
+    status = 422
+    issue_code = "business-rule"

@@ -1,0 +1,85 @@
+"""The SQL of the embedded store, as plain functions of a connection (run on the store's threads)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..base import HistoryPage, HistoryQuery, StoredVersion
+from ..serialization import from_epoch_ms, to_epoch_ms
+
+_VERSION_COLUMNS = "seq, type, id, version, last_updated, method, body"
+_CURRENT_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"
+
+
+def _row_to_version(row: tuple) -> StoredVersion:
+    seq, type_, id_, version, updated, method, body = row
+    return StoredVersion(type_, id_, version, from_epoch_ms(updated), method, body, seq)
+
+
+def read_current(conn: sqlite3.Connection, resource_type: str, id: str) -> StoredVersion | None:
+    row = conn.execute(
+        f"SELECT {_CURRENT_COLUMNS} "
+        "FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?",
+        (resource_type, id),
+    ).fetchone()
+    return _row_to_version(row) if row else None
+
+
+def read_version(conn: sqlite3.Connection, resource_type: str, id: str, version: int) -> StoredVersion | None:
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM resource_versions WHERE type = ? AND id = ? AND version = ?",
+        (resource_type, id, version),
+    ).fetchone()
+    return _row_to_version(row) if row else None
+
+
+def current_state(conn: sqlite3.Connection, resource_type: str, id: str) -> tuple[int | None, bool]:
+    """(current version or None if never written, whether that version is a deletion)."""
+    row = conn.execute(
+        "SELECT version, deleted FROM resources WHERE type = ? AND id = ?", (resource_type, id)
+    ).fetchone()
+    return (row[0], bool(row[1])) if row else (None, False)
+
+
+def insert_version(conn: sqlite3.Connection, v: StoredVersion) -> int:
+    """Append a version and point the resource at it; returns its seq."""
+    cur = conn.execute(
+        "INSERT INTO resource_versions (type, id, version, last_updated, method, body) VALUES (?, ?, ?, ?, ?, ?)",
+        (v.resource_type, v.id, v.version, to_epoch_ms(v.last_updated), v.method, v.body),
+    )
+    seq = cur.lastrowid
+    conn.execute(
+        "INSERT INTO resources (type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, "
+        "last_updated = excluded.last_updated, deleted = excluded.deleted",
+        (v.resource_type, v.id, v.version, seq, to_epoch_ms(v.last_updated), int(v.body is None)),
+    )
+    return seq
+
+
+def history(conn: sqlite3.Connection, q: HistoryQuery) -> HistoryPage:
+    where: list[str] = []
+    args: list[object] = []
+    if q.resource_type is not None:
+        where.append("type = ?")
+        args.append(q.resource_type)
+    if q.id is not None:
+        where.append("id = ?")
+        args.append(q.id)
+    if q.since is not None:
+        where.append("last_updated >= ?")
+        args.append(to_epoch_ms(q.since))
+    total = conn.execute(
+        f"SELECT count(*) FROM resource_versions {'WHERE ' + ' AND '.join(where) if where else ''}", args
+    ).fetchone()[0]
+    if q.at_or_before_seq is not None:
+        where.append("seq <= ?")
+        args.append(q.at_or_before_seq)
+    rows = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM resource_versions {'WHERE ' + ' AND '.join(where) if where else ''} "
+        "ORDER BY seq DESC LIMIT ?",
+        [*args, q.count + 1],
+    ).fetchall()
+    versions = [_row_to_version(r) for r in rows[: q.count]]
+    next_seq = rows[q.count][0] if len(rows) > q.count else None
+    return HistoryPage(versions, total, next_seq)

@@ -1,0 +1,153 @@
+"""The embedded store: one SQLite file in WAL mode, every version kept, stored bytes served as is."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import AsyncIterator
+from urllib.parse import urlparse
+
+from ..base import HistoryPage, HistoryQuery, StoredVersion
+from ..errors import ResourceExists, VersionConflict
+from ..serialization import utc_now_ms, versioned_bytes
+from . import queries
+from .connections import ConnectionThreads
+
+
+class SQLiteStore:
+    def __init__(self, path: str, *, readers: int = 4, synchronous: str = "FULL"):
+        self.path = path
+        self._threads = ConnectionThreads(path, readers=readers, synchronous=synchronous)
+        self._write_lock = asyncio.Lock()
+        self._last_stamp: datetime | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options) -> "SQLiteStore":
+        """sqlite:///relative/path.db, sqlite:////absolute/path.db (SQLAlchemy's convention)."""
+        parsed = urlparse(url)
+        path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+        if not path:
+            raise ValueError("sqlite URL needs a file path, e.g. sqlite:///data/fhir.db")
+        return cls(str(Path(path)), **options)
+
+    async def open(self) -> None:
+        await self._threads.open()
+
+    async def close(self) -> None:
+        await self._threads.close()
+
+    # -- reads of committed data (reader threads) -------------------------------------------
+
+    async def read(self, resource_type: str, id: str) -> StoredVersion | None:
+        return await self._threads.in_reader(lambda c: queries.read_current(c, resource_type, id))
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
+        return await self._threads.in_reader(lambda c: queries.read_version(c, resource_type, id, version))
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        return await self._threads.in_reader(lambda c: queries.history(c, query))
+
+    # -- writes ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator["SQLiteUnitOfWork"]:
+        async with self._write_lock:
+            uow = SQLiteUnitOfWork(self._threads, self._stamp())
+            try:
+                yield uow
+            except BaseException:
+                await uow.rollback()
+                raise
+            else:
+                await uow.commit()
+
+    def _stamp(self) -> datetime:
+        """One lastUpdated per unit of work, never earlier than the previous one (clock steps back)."""
+        now = utc_now_ms()
+        if self._last_stamp is not None and now < self._last_stamp:
+            now = self._last_stamp
+        self._last_stamp = now
+        return now
+
+
+class SQLiteUnitOfWork:
+    """Runs on the writer connection; the transaction begins with the first statement."""
+
+    def __init__(self, threads: ConnectionThreads, stamp: datetime):
+        self._threads = threads
+        self._stamp = stamp
+        self._begun = False
+
+    def _begin(self) -> None:
+        if not self._begun:
+            self._threads.writer.execute("BEGIN IMMEDIATE")
+            self._begun = True
+
+    async def _run(self, fn, *args):
+        def call():
+            self._begin()
+            return fn(self._threads.writer, *args)
+
+        return await self._threads.in_writer(call)
+
+    async def read(self, resource_type: str, id: str) -> StoredVersion | None:
+        return await self._run(queries.read_current, resource_type, id)
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
+        return await self._run(queries.read_version, resource_type, id, version)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        return await self._run(queries.history, query)
+
+    async def write(
+        self,
+        resource_type: str,
+        id: str,
+        resource: dict,
+        *,
+        method: str,
+        expected_version: int | None = None,
+        must_not_exist: bool = False,
+    ) -> StoredVersion:
+        stamp = self._stamp
+
+        def write(conn) -> StoredVersion:
+            current, _ = queries.current_state(conn, resource_type, id)
+            if must_not_exist and current is not None:
+                raise ResourceExists(f"{resource_type}/{id}")
+            if expected_version is not None and expected_version != current:
+                raise VersionConflict(expected_version, current)
+            version = (current or 0) + 1
+            body = versioned_bytes(resource, id, version, stamp)
+            stored = StoredVersion(resource_type, id, version, stamp, method, body)
+            seq = queries.insert_version(conn, stored)
+            return StoredVersion(resource_type, id, version, stamp, method, body, seq)
+
+        return await self._run(write)
+
+    async def delete(
+        self, resource_type: str, id: str, *, expected_version: int | None = None
+    ) -> StoredVersion | None:
+        stamp = self._stamp
+
+        def delete(conn) -> StoredVersion | None:
+            current, deleted = queries.current_state(conn, resource_type, id)
+            if expected_version is not None and expected_version != current:
+                raise VersionConflict(expected_version, current)
+            if current is None or deleted:
+                return None
+            marker = StoredVersion(resource_type, id, current + 1, stamp, "DELETE", None)
+            seq = queries.insert_version(conn, marker)
+            return StoredVersion(resource_type, id, current + 1, stamp, "DELETE", None, seq)
+
+        return await self._run(delete)
+
+    async def commit(self) -> None:
+        if self._begun:
+            await self._threads.in_writer(lambda: self._threads.writer.execute("COMMIT"))
+
+    async def rollback(self) -> None:
+        if self._begun:
+            await self._threads.in_writer(lambda: self._threads.writer.execute("ROLLBACK"))
