@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from ..config import Settings
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
+from ..interactions.validation import warm_up
 from ..storage import Store, open_store
 from .access_log import AccessLog
 from .responses import error_response
@@ -28,6 +29,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up()
         await store.open()
         try:
             yield

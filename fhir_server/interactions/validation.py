@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from ..errors import InvalidRequest, InvalidResource, NotFound, OutcomeIssue
-from ..validation.resource_types import is_resource_type, is_valid_id
+from ..validation.resource_types import is_resource_type, is_valid_id, resource_types
 from ..validation.structure import StructureError, validate_resource
+
+
+def warm_up() -> None:
+    """Load the R4B models and the structure table now, so the first write is not seconds slow."""
+    resource_types()
+    validate_resource({"resourceType": "Basic", "code": {"text": "warm-up"}}, "Basic")
 
 
 def require_resource_type(resource_type: str) -> None:
