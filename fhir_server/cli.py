@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from dataclasses import replace
@@ -28,6 +29,10 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true", default=not defaults.auth_enabled,
                        help="serve without authorization: local experiments and tests only [FHIR_NO_AUTH=1]")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
+                                                  "(after the search-parameter registry changed)")
+    reindex.add_argument("--database", default=defaults.database_url, help="[FHIR_DATABASE]")
+    reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -40,7 +45,23 @@ def main(argv: list[str] | None = None) -> int:
             defaults, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url,
             max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth,
         ), args.log_level)
+    if args.command == "reindex":
+        return asyncio.run(reindex(args.database))
     return 2
+
+
+async def reindex(database_url: str) -> int:
+    from .search.extract import extract_index
+    from .storage import open_store
+
+    store = open_store(database_url, indexer=extract_index)
+    await store.open()
+    try:
+        count = await store.reindex()
+    finally:
+        await store.close()
+    log.info("re-indexed %d resources", count)
+    return 0
 
 
 def serve(settings: Settings, log_level: str) -> int:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from ..config import Settings
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
 from ..interactions.validation import warm_up
+from ..search.extract import extract_index
 from ..storage import Store, open_store
 from .access_log import AccessLog
 from .responses import error_response
@@ -25,7 +26,7 @@ log = logging.getLogger("fhir_server")
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """Build the app; the store (from settings.database_url unless given) opens with the app."""
-    store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous)
+    store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous, indexer=extract_index)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

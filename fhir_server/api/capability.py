@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from .. import __version__
 from ..storage.serialization import format_instant
+from ..search.registry import search_params
 from ..validation.resource_types import resource_types
 from .negotiation import PATCH_FORMATS, RESPONSE_FORMATS
 
@@ -34,29 +35,61 @@ def implemented_interactions(app: FastAPI) -> set[str]:
     return codes
 
 
+def _search_params(resource_type: str) -> list[dict]:
+    return [
+        {"name": p.code, "definition": p.url, "type": p.type}
+        for p in sorted(search_params(resource_type).values(), key=lambda p: p.code)
+        if p.supported
+    ]
+
+
+def _reference_params(resource_type: str) -> list[str]:
+    return sorted(f"{resource_type}:{p.code}" for p in search_params(resource_type).values() if p.type == "reference")
+
+
+def _revinclude_index() -> dict[str, list[str]]:
+    """target type -> every Source:param whose reference parameter may point at it."""
+    index: dict[str, list[str]] = {}
+    for source in sorted(resource_types()):
+        for p in search_params(source).values():
+            if p.type == "reference":
+                for target in p.targets:
+                    index.setdefault(target, []).append(f"{source}:{p.code}")
+    return {target: sorted(entries) for target, entries in index.items()}
+
+
 def build_capability_statement(app: FastAPI, base: str) -> dict:
     codes = implemented_interactions(app)
     type_level = [{"code": c} for c in _TYPE_LEVEL if c in codes]
-    resources = [
-        {
+    searching = "search-type" in codes
+    revincludes = _revinclude_index() if searching else {}
+    resources = []
+    for name in sorted(resource_types()):
+        resource: dict = {
             "type": name,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{name}",
             "interaction": type_level,
             "versioning": "versioned-update",
             "readHistory": "vread" in codes,
             "updateCreate": "update" in codes,
-            "conditionalCreate": False,
+            "conditionalCreate": "conditional-create" in codes,
             "conditionalRead": "not-supported",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": "conditional-update" in codes,
+            "conditionalDelete": "single" if "conditional-delete" in codes else "not-supported",
         }
-        for name in sorted(resource_types())
-    ]
+        if searching:
+            resource["searchInclude"] = ["*", *_reference_params(name)]
+            if revincludes.get(name):  # R4 JSON has no empty arrays
+                resource["searchRevInclude"] = revincludes[name]
+            resource["searchParam"] = _search_params(name)
+        resources.append(resource)
     rest: dict = {
         "mode": "server",
         "resource": resources,
         "interaction": [{"code": c} for c in _SYSTEM_LEVEL if c in codes],
     }
+    if "search-compartment" in codes:
+        rest["compartment"] = ["http://hl7.org/fhir/CompartmentDefinition/patient"]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

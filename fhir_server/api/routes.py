@@ -7,24 +7,27 @@ Routes parse and negotiate, call an interaction, and render; they hold no storag
 from __future__ import annotations
 
 from typing import Callable
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import OutcomeIssue, operation_outcome
+from ..errors import OutcomeIssue, UnsupportedMediaType, operation_outcome
 from ..interactions import bundle as bundles
-from ..interactions import crud
+from ..interactions import conditional, crud
 from ..interactions.history import CURSOR_PARAM, history, history_request
 from ..interactions.preconditions import parse_if_match
 from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
 from ..interactions.rendering import history_bundle
+from ..interactions.search import build_query, compartment_query, encode_cursor, search, searchset_bundle
+from ..search.parse import CURSOR
 from ..interactions.validation import require_resource_type
-from ..storage import HistoryPage, Store
+from ..validation.resource_types import resource_types as all_resource_types
+from ..storage import HistoryPage, Store, StoredVersion
 from .capability import FHIR_INTERACTION, capability_statement
-from .negotiation import JSON_PATCH, read_json, response_media_type
+from .negotiation import JSON_PATCH, read_body, read_json, response_media_type
 from .responses import fhir_response, resource_response, write_response
 
 router = APIRouter()
@@ -76,6 +79,16 @@ async def transaction_or_batch(request: Request) -> Response:
     return fhir_response(body, request, media_type=media)
 
 
+@interaction("GET", "/", "search-system")
+async def search_system(request: Request) -> Response:
+    return await _search(request, "", await _search_params(request))
+
+
+@interaction("POST", "/_search", "search-system")
+async def search_system_post(request: Request) -> Response:
+    return await _search(request, "", await _search_params(request))
+
+
 @interaction("GET", "/_history", "history-system")
 async def history_system(request: Request) -> Response:
     return await _history(request, "_history")
@@ -89,15 +102,52 @@ async def history_type(request: Request, resource_type: str) -> Response:
     return await _history(request, f"{resource_type}/_history", resource_type=resource_type)
 
 
-@interaction("POST", "/{resource_type}", "create")
+@interaction("GET", "/{resource_type}", "search-type")
+async def search_type(request: Request, resource_type: str) -> Response:
+    return await _search(request, resource_type, await _search_params(request), resource_type=resource_type)
+
+
+@interaction("POST", "/{resource_type}/_search", "search-type")
+async def search_type_post(request: Request, resource_type: str) -> Response:
+    return await _search(request, resource_type, await _search_params(request), resource_type=resource_type)
+
+
+@interaction("POST", "/{resource_type}", "create", "conditional-create")
 async def create(request: Request, resource_type: str) -> Response:
     media = response_media_type(request)
     require_resource_type(resource_type)
     resource = await read_json(request, _body_limit(request))
+    criteria = request.headers.get("if-none-exist")
     async with _store(request).unit_of_work() as uow:
-        version = await crud.create(uow, resource_type, resource)
+        if criteria is None:
+            version, created = await crud.create(uow, resource_type, resource), True
+        else:
+            version, created = await conditional.create_if_none_exist(uow, resource_type, resource, criteria)
     prefer = parse_prefer(request.headers.get("prefer"))
-    return write_response(version, request, media, prefer, base_url(request), status=201)
+    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
+
+
+@interaction("PUT", "/{resource_type}", "conditional-update")
+async def conditional_update(request: Request, resource_type: str) -> Response:
+    media = response_media_type(request)
+    require_resource_type(resource_type)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    resource = await read_json(request, _body_limit(request))
+    async with _store(request).unit_of_work() as uow:
+        version, created = await conditional.update_by_criteria(
+            uow, resource_type, request.url.query, resource, if_match=if_match
+        )
+    prefer = parse_prefer(request.headers.get("prefer"))
+    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
+
+
+@interaction("DELETE", "/{resource_type}", "conditional-delete")
+async def conditional_delete(request: Request, resource_type: str) -> Response:
+    media = response_media_type(request)
+    require_resource_type(resource_type)
+    async with _store(request).unit_of_work() as uow:
+        marker = await conditional.delete_by_criteria(uow, resource_type, request.url.query)
+    return _deleted(request, media, marker, resource_type)
 
 
 # -- instance level --------------------------------------------------------------------------
@@ -112,6 +162,15 @@ async def vread(request: Request, resource_type: str, id: str, version_id: str) 
 @interaction("GET", "/{resource_type}/{id}/_history", "history-instance")
 async def history_instance(request: Request, resource_type: str, id: str) -> Response:
     return await _history(request, f"{resource_type}/{id}/_history", resource_type=resource_type, id=id)
+
+
+@interaction("GET", "/{compartment}/{id}/{resource_type}", "search-compartment")
+async def search_compartment(request: Request, compartment: str, id: str, resource_type: str) -> Response:
+    media = response_media_type(request)
+    require_resource_type(compartment)
+    prefer = parse_prefer(request.headers.get("prefer"))
+    query = compartment_query(compartment, id, resource_type, await _search_params(request), strict=prefer.strict)
+    return await _render_search(request, media, query, f"{compartment}/{id}/{resource_type}")
 
 
 @interaction("GET", "/{resource_type}/{id}", "read")
@@ -150,12 +209,67 @@ async def delete(request: Request, resource_type: str, id: str) -> Response:
     if_match = parse_if_match(request.headers.get("if-match"))
     async with _store(request).unit_of_work() as uow:
         marker = await crud.delete(uow, resource_type, id, if_match=if_match)
+    return _deleted(request, media, marker, resource_type)
+
+
+def _deleted(request: Request, media: str, marker: StoredVersion | None, resource_type: str) -> Response:
+    """204, or 200 with an OperationOutcome under Prefer: return=OperationOutcome."""
     headers = {"ETag": marker.etag} if marker is not None else None
     if parse_prefer(request.headers.get("prefer")).return_ == RETURN_OUTCOME:
-        text = f"{resource_type}/{id} deleted" if marker else f"{resource_type}/{id} had nothing to delete"
+        text = f"{resource_type}/{marker.id} deleted" if marker else "There was nothing to delete"
         outcome = operation_outcome([OutcomeIssue("information", "informational", text)])
         return fhir_response(orjson.dumps(outcome), request, media_type=media, headers=headers)
     return fhir_response(None, request, status=204, headers=headers)
+
+
+# -- search rendering ------------------------------------------------------------------------
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+async def _search_params(request: Request) -> list[tuple[str, str]]:
+    """The query string's parameters, plus a POST _search form body's (http.html#search)."""
+    params = list(request.query_params.multi_items())
+    if request.method == "POST":
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if content_type != _FORM:
+            raise UnsupportedMediaType(f"POST _search takes a {_FORM} body")
+        body = await read_body(request, _body_limit(request))
+        params += parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return params
+
+
+async def _search(
+    request: Request, rel_path: str, params: list[tuple[str, str]], *, resource_type: str | None = None
+) -> Response:
+    media = response_media_type(request)
+    prefer = parse_prefer(request.headers.get("prefer"))
+    types = [resource_type] if resource_type else []
+    if not types and not any(k == "_type" for k, _ in params):
+        types = sorted(all_resource_types())
+    query = build_query(types, params, strict=prefer.strict)
+    return await _render_search(request, media, query, rel_path, params)
+
+
+async def _render_search(
+    request: Request, media: str, query, rel_path: str, params: list[tuple[str, str]] | None = None
+) -> Response:
+    if params is None:
+        params = await _search_params(request)
+    page = await search(_store(request), query)
+    base = base_url(request)
+    kept = [(k, v) for k, v in params if k != CURSOR]
+
+    def link(cursor: tuple | None = None) -> str:
+        pairs = kept + ([(CURSOR, encode_cursor(cursor))] if cursor else [])
+        return f"{base}/{rel_path}" + (f"?{urlencode(pairs)}" if pairs else "")
+
+    links = [("self", link(query.cursor))]
+    if page.next_cursor:
+        links.append(("next", link(page.next_cursor)))
+    if page.previous_cursor:
+        links.append(("previous", link(page.previous_cursor)))
+    return fhir_response(searchset_bundle(query, page, base, links), request, media_type=media)
 
 
 # -- history rendering -----------------------------------------------------------------------

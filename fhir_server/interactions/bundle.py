@@ -13,17 +13,18 @@ import binascii
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import orjson
 
-from ..errors import FhirError, InvalidRequest, MethodNotAllowed, OutcomeIssue, operation_outcome
+from ..errors import FhirError, InvalidRequest, MethodNotAllowed, OutcomeIssue, PreconditionFailed, operation_outcome
 from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork
-from . import crud
+from . import conditional, crud
 from .history import history, history_request
 from .preconditions import parse_if_match
 from .prefer import RETURN_MINIMAL, RETURN_OUTCOME, Prefer
 from .rendering import embedded, entry_response, history_bundle
+from .search import build_query, search, searchset_bundle
 from .validation import require_resource_type
 
 # R4 http.html#trules: "Process any DELETE interactions, then POST, then PUT or PATCH, then GET or HEAD"
@@ -41,7 +42,10 @@ class Entry:
     resource: Any = None
     full_url: str | None = None
     if_match: str | None = None
+    if_none_exist: str | None = None
+    query: str = ""  # the raw query string (search and conditional criteria)
     assigned_id: str | None = None  # a POST's new id, known before processing so references resolve
+    existing: StoredVersion | None = None  # a conditional create's match, found before processing
 
 
 @dataclass
@@ -98,12 +102,15 @@ def _parse_entry(index: int, raw: object, base: str) -> Entry:
     full_url = raw.get("fullUrl")
     if full_url is not None and not isinstance(full_url, str):
         raise InvalidRequest(f"{where}.fullUrl must be a string", expression=f"{where}.fullUrl")
-    if_match = request.get("ifMatch")
-    if request.get("ifNoneExist") is not None or (method in ("PUT", "DELETE") and split.query and len(path) == 1):
-        raise InvalidRequest(f"{where}: conditional interactions need search, which this server does not offer yet")
+    if_match, if_none_exist = request.get("ifMatch"), request.get("ifNoneExist")
+    if method in ("PUT", "DELETE") and len(path) == 1 and not split.query:
+        raise InvalidRequest(f"{where}: a {method} of a whole type needs search criteria",
+                             expression=f"{where}.request.url")
     return Entry(
         index, method, url, path, parse_qs(split.query, keep_blank_values=True), raw.get("resource"), full_url,
         if_match if isinstance(if_match, str) else None,
+        if_none_exist if isinstance(if_none_exist, str) else None,
+        split.query,
     )
 
 
@@ -114,7 +121,23 @@ async def perform(rw: ResourceReader, entry: Entry, base: str) -> EntryResult:
         return await _perform_read(rw, entry, base)
     uow: UnitOfWork = rw  # type: ignore[assignment]
     if method == "POST" and len(path) == 1:
+        if entry.existing is not None:
+            return EntryResult(200, entry.existing, location=True)
+        if entry.if_none_exist is not None:
+            version, created = await conditional.create_if_none_exist(
+                uow, path[0], entry.resource, entry.if_none_exist, id=entry.assigned_id
+            )
+            return EntryResult(201 if created else 200, version, location=True)
         return EntryResult(201, await crud.create(uow, path[0], entry.resource, id=entry.assigned_id), location=True)
+    if len(path) == 1 and method in ("PUT", "DELETE"):
+        require_resource_type(path[0])
+        if method == "PUT":
+            version, created = await conditional.update_by_criteria(
+                uow, path[0], entry.query, entry.resource, if_match=parse_if_match(entry.if_match)
+            )
+            return EntryResult(201 if created else 200, version, location=True)
+        await conditional.delete_by_criteria(uow, path[0], entry.query)
+        return EntryResult(204)
     if len(path) != 2:
         raise MethodNotAllowed(f"{method} {entry.url} is not an interaction this server offers")
     resource_type, id = path
@@ -145,8 +168,10 @@ async def _perform_read(reader: ResourceReader, entry: Entry, base: str) -> Entr
         page = await history(reader, request)
         return EntryResult(200, body=history_bundle(page, base, [("self", f"{base}/{entry.url}")]))
     if len(path) == 1:
-        require_resource_type(path[0])
-        raise MethodNotAllowed("Search is not offered by this server yet")
+        query = build_query([path[0]], parse_qsl(entry.query, keep_blank_values=True))
+        page = await search(reader, query)
+        links = [("self", f"{base}/{entry.url}")]
+        return EntryResult(200, body=searchset_bundle(query, page, base, links))
     raise MethodNotAllowed(f"GET {entry.url} is not an interaction this server offers")
 
 
@@ -206,19 +231,69 @@ def _check_no_duplicates(entries: list[Entry]) -> None:
 
 async def run_transaction(store: Store, entries: list[Entry], base: str) -> list[EntryResult]:
     _check_no_duplicates(entries)
-    mapping = _assign_ids(entries)
-    if mapping:
-        for e in entries:
-            if e.resource is not None:
-                e.resource = _rewrite(e.resource, mapping)
     results: list[EntryResult | None] = [None] * len(entries)
     async with store.unit_of_work() as uow:
+        mapping = _assign_ids(entries)
+        await _resolve_conditional_creates(uow, entries, mapping)
+        await _resolve_conditional_references(uow, entries, mapping)
+        if mapping:
+            for e in entries:
+                if e.resource is not None:
+                    e.resource = _rewrite(e.resource, mapping)
         for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
             try:
                 results[e.index] = await perform(uow, e, base)
             except FhirError as err:
                 raise EntryError(e, err) from None
     return results  # type: ignore[return-value]
+
+
+async def _resolve_conditional_creates(uow: UnitOfWork, entries: list[Entry], mapping: dict[str, str]) -> None:
+    """A conditional create that finds its resource makes its fullUrl point at that resource,
+    so the rest of the bundle refers to what exists (http.html#trules)."""
+    for e in entries:
+        if e.method == "POST" and e.if_none_exist is not None and len(e.path) == 1:
+            try:
+                matches = await conditional.find(uow, e.path[0], e.if_none_exist)
+                existing = conditional.single(matches, "create")
+            except FhirError as err:
+                raise EntryError(e, err) from None
+            if existing is not None:
+                e.existing = existing
+                if e.full_url:
+                    mapping[e.full_url] = f"{existing.resource_type}/{existing.id}"
+
+
+def _conditional_references(value: Any, found: set[str]) -> None:
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        if isinstance(ref, str) and "?" in ref and "/" not in ref.split("?", 1)[0]:
+            found.add(ref)
+        for v in value.values():
+            _conditional_references(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _conditional_references(v, found)
+
+
+async def _resolve_conditional_references(uow: UnitOfWork, entries: list[Entry], mapping: dict[str, str]) -> None:
+    """`Patient?identifier=...` references become the one resource they match (http.html#trules);
+    none or several matches fail the transaction."""
+    for e in entries:
+        found: set[str] = set()
+        _conditional_references(e.resource, found)
+        for ref in sorted(found - mapping.keys()):
+            resource_type, _, criteria = ref.partition("?")
+            try:
+                matches = await conditional.find(uow, resource_type, criteria)
+                if len(matches) != 1:
+                    raise PreconditionFailed(
+                        f"The conditional reference {resource_type}?... matches {'no' if not matches else 'more than one'} "
+                        "resource"
+                    )
+            except FhirError as err:
+                raise EntryError(e, err) from None
+            mapping[ref] = f"{matches[0].resource_type}/{matches[0].id}"
 
 
 async def run_batch(store: Store, entries: list[Entry], base: str) -> list[EntryResult]:

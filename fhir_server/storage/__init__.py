@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import HistoryPage, HistoryQuery, ResourceReader, StoredVersion, Store, UnitOfWork
+from .base import HistoryPage, HistoryQuery, ResourceReader, SearchPage, StoredVersion, Store, UnitOfWork
 from .errors import ResourceExists, StorageError, VersionConflict
 
 
@@ -20,6 +20,7 @@ __all__ = [
     "HistoryQuery",
     "ResourceExists",
     "ResourceReader",
+    "SearchPage",
     "StorageError",
     "Store",
     "StoredVersion",

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import AsyncContextManager, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, AsyncContextManager, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..search.query import SearchQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,15 @@ class HistoryPage:
     next_seq: int | None  # cursor for the next (older) page, or None on the last page
 
 
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    matches: list[StoredVersion]  # in the requested order
+    included: list[StoredVersion]  # _include / _revinclude results, each once, none of them a match
+    total: int | None  # when asked (_total) or known for free (a first page that holds everything)
+    next_cursor: tuple | None  # ("after", [sort values..., rid]) for the next page, None on the last
+    previous_cursor: tuple | None  # ("before", [...]) for the previous page, None on the first
+
+
 @runtime_checkable
 class ResourceReader(Protocol):
     """Reads shared by the store (committed data) and a unit of work (its own view)."""
@@ -66,6 +78,9 @@ class ResourceReader(Protocol):
     async def vread(self, resource_type: str, id: str, version: int) -> StoredVersion | None: ...
 
     async def history(self, query: HistoryQuery) -> HistoryPage: ...
+
+    async def search(self, query: "SearchQuery") -> SearchPage:
+        """One page of the resources matching a backend-neutral query (fhir_server/search/query.py)."""
 
 
 class UnitOfWork(ResourceReader, Protocol):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import orjson
-
 
 def utc_now_ms() -> datetime:
     """Now, in UTC, truncated to milliseconds (the precision meta.lastUpdated carries)."""
@@ -28,7 +26,7 @@ def from_epoch_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
 
 
-def versioned_bytes(resource: dict, id: str, version: int, last_updated: datetime) -> bytes:
+def versioned_resource(resource: dict, id: str, version: int, last_updated: datetime) -> dict:
     """The stored form of a version: resourceType, id and meta first, the rest as given.
 
     The server owns meta.versionId and meta.lastUpdated (R4 resource.html#Meta); any other meta
@@ -41,4 +39,5 @@ def versioned_bytes(resource: dict, id: str, version: int, last_updated: datetim
     for key, value in resource.items():
         if key not in out:
             out[key] = value
-    return orjson.dumps(out)
+    return out
+

@@ -94,7 +94,7 @@ def test_unknown_route_is_404_outcome(client):
 
 
 def test_method_not_allowed_is_405_outcome(client):
-    _is_outcome(client.delete("/metadata"), 405)
+    _is_outcome(client.patch("/Patient", content=b"[]", headers={"Content-Type": "application/json-patch+json"}), 405)
 
 
 def test_malformed_if_match_is_400(client):

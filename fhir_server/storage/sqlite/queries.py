@@ -11,7 +11,7 @@ _VERSION_COLUMNS = "seq, type, id, version, last_updated, method, body"
 _CURRENT_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"
 
 
-def _row_to_version(row: tuple) -> StoredVersion:
+def row_to_version(row: tuple) -> StoredVersion:
     seq, type_, id_, version, updated, method, body = row
     return StoredVersion(type_, id_, version, from_epoch_ms(updated), method, body, seq)
 
@@ -22,7 +22,7 @@ def read_current(conn: sqlite3.Connection, resource_type: str, id: str) -> Store
         "FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?",
         (resource_type, id),
     ).fetchone()
-    return _row_to_version(row) if row else None
+    return row_to_version(row) if row else None
 
 
 def read_version(conn: sqlite3.Connection, resource_type: str, id: str, version: int) -> StoredVersion | None:
@@ -30,7 +30,7 @@ def read_version(conn: sqlite3.Connection, resource_type: str, id: str, version:
         f"SELECT {_VERSION_COLUMNS} FROM resource_versions WHERE type = ? AND id = ? AND version = ?",
         (resource_type, id, version),
     ).fetchone()
-    return _row_to_version(row) if row else None
+    return row_to_version(row) if row else None
 
 
 def current_state(conn: sqlite3.Connection, resource_type: str, id: str) -> tuple[int | None, bool]:
@@ -41,20 +41,20 @@ def current_state(conn: sqlite3.Connection, resource_type: str, id: str) -> tupl
     return (row[0], bool(row[1])) if row else (None, False)
 
 
-def insert_version(conn: sqlite3.Connection, v: StoredVersion) -> int:
-    """Append a version and point the resource at it; returns its seq."""
+def insert_version(conn: sqlite3.Connection, v: StoredVersion) -> tuple[int, int]:
+    """Append a version and point the resource at it; returns (seq, the resource's rid)."""
     cur = conn.execute(
         "INSERT INTO resource_versions (type, id, version, last_updated, method, body) VALUES (?, ?, ?, ?, ?, ?)",
         (v.resource_type, v.id, v.version, to_epoch_ms(v.last_updated), v.method, v.body),
     )
     seq = cur.lastrowid
-    conn.execute(
+    rid = conn.execute(
         "INSERT INTO resources (type, id, version, seq, last_updated, deleted) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, "
-        "last_updated = excluded.last_updated, deleted = excluded.deleted",
+        "last_updated = excluded.last_updated, deleted = excluded.deleted RETURNING rid",
         (v.resource_type, v.id, v.version, seq, to_epoch_ms(v.last_updated), int(v.body is None)),
-    )
-    return seq
+    ).fetchone()[0]
+    return seq, rid
 
 
 def history(conn: sqlite3.Connection, q: HistoryQuery) -> HistoryPage:
@@ -80,6 +80,6 @@ def history(conn: sqlite3.Connection, q: HistoryQuery) -> HistoryPage:
         "ORDER BY seq DESC LIMIT ?",
         [*args, q.count + 1],
     ).fetchall()
-    versions = [_row_to_version(r) for r in rows[: q.count]]
+    versions = [row_to_version(r) for r in rows[: q.count]]
     next_seq = rows[q.count][0] if len(rows) > q.count else None
     return HistoryPage(versions, total, next_seq)

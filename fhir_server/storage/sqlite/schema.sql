@@ -30,4 +30,59 @@ CREATE TABLE IF NOT EXISTS resources (
     UNIQUE (type, id)
 );
 
+
+-- Search index: one row per searchable value of the current version of each resource, written in
+-- the same transaction as the version (fhir_server/search/extract.py computes them). Rows of a
+-- composite parameter's components share a `grp` number within their resource and carry the
+-- parameter code as "<composite>$<component index>".
+CREATE TABLE IF NOT EXISTS idx_string (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    normalized TEXT NOT NULL, exact TEXT NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_string_find ON idx_string (type, param, normalized);
+CREATE INDEX IF NOT EXISTS idx_string_rid ON idx_string (rid);
+
+CREATE TABLE IF NOT EXISTS idx_token (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT, type_system TEXT, type_code TEXT, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_token_find ON idx_token (type, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_text ON idx_token (type, param, text);
+CREATE INDEX IF NOT EXISTS idx_token_rid ON idx_token (rid);
+
+CREATE TABLE IF NOT EXISTS idx_reference (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    target_type TEXT, target_id TEXT, url TEXT, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_reference_find ON idx_reference (type, param, target_id, target_type);
+CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url);
+CREATE INDEX IF NOT EXISTS idx_reference_rid ON idx_reference (rid);
+
+CREATE TABLE IF NOT EXISTS idx_date (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    low INTEGER NOT NULL, high INTEGER NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_date_find ON idx_date (type, param, low, high);
+CREATE INDEX IF NOT EXISTS idx_date_rid ON idx_date (rid);
+
+CREATE TABLE IF NOT EXISTS idx_number (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL, low REAL NOT NULL, high REAL NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_number_find ON idx_number (type, param, low, high);
+CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid);
+
+CREATE TABLE IF NOT EXISTS idx_quantity (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, unit TEXT, value REAL, low REAL NOT NULL, high REAL NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_quantity_find ON idx_quantity (type, param, code, low, high);
+CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid);
+
+CREATE TABLE IF NOT EXISTS idx_uri (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_uri_find ON idx_uri (type, param, value);
+CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid);
+
 PRAGMA user_version = 1;

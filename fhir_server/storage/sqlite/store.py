@@ -6,19 +6,25 @@ import asyncio
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, Iterable
+
+import orjson
 from urllib.parse import urlparse
 
-from ..base import HistoryPage, HistoryQuery, StoredVersion
+from ...search.query import SearchQuery
+from ..base import HistoryPage, HistoryQuery, SearchPage, StoredVersion
 from ..errors import ResourceExists, VersionConflict
-from ..serialization import utc_now_ms, versioned_bytes
-from . import queries
+from ..serialization import utc_now_ms, versioned_resource
+from . import index_tables, queries, search
 from .connections import ConnectionThreads
+
+Indexer = Callable[[dict], Iterable]  # resource -> its search index entries (fhir_server.search.extract)
 
 
 class SQLiteStore:
-    def __init__(self, path: str, *, readers: int = 4, synchronous: str = "FULL"):
+    def __init__(self, path: str, *, readers: int = 4, synchronous: str = "FULL", indexer: Indexer | None = None):
         self.path = path
+        self._indexer = indexer
         self._threads = ConnectionThreads(path, readers=readers, synchronous=synchronous)
         self._write_lock = asyncio.Lock()
         self._last_stamp: datetime | None = None
@@ -49,12 +55,49 @@ class SQLiteStore:
     async def history(self, query: HistoryQuery) -> HistoryPage:
         return await self._threads.in_reader(lambda c: queries.history(c, query))
 
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._threads.in_reader(lambda c: search.search(c, query))
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def reindex(self, batch_size: int = 500) -> int:
+        """Recompute the search index of every current resource (after the registry changed);
+        one transaction per batch, so readers and writers get their turn in between."""
+        if self._indexer is None:
+            raise RuntimeError("this store has no indexer")
+        indexer = self._indexer
+        done, after = 0, 0
+
+        def batch() -> tuple[int, int]:
+            conn = self._threads.writer
+            rows = conn.execute(
+                "SELECT r.rid, r.type, v.body FROM resources r JOIN resource_versions v ON v.seq = r.seq "
+                "WHERE r.rid > ? AND r.deleted = 0 ORDER BY r.rid LIMIT ?", (after, batch_size)
+            ).fetchall()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rid, resource_type, body in rows:
+                    index_tables.clear_index(conn, rid)
+                    index_tables.write_index(conn, rid, resource_type, indexer(orjson.loads(body)))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return len(rows), rows[-1][0] if rows else after
+
+        while True:
+            async with self._write_lock:
+                count, after = await self._threads.in_writer(batch)
+            done += count
+            if count < batch_size:
+                return done
+
     # -- writes ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator["SQLiteUnitOfWork"]:
         async with self._write_lock:
-            uow = SQLiteUnitOfWork(self._threads, self._stamp())
+            uow = SQLiteUnitOfWork(self._threads, self._stamp(), self._indexer)
             try:
                 yield uow
             except BaseException:
@@ -75,9 +118,10 @@ class SQLiteStore:
 class SQLiteUnitOfWork:
     """Runs on the writer connection; the transaction begins with the first statement."""
 
-    def __init__(self, threads: ConnectionThreads, stamp: datetime):
+    def __init__(self, threads: ConnectionThreads, stamp: datetime, indexer: Indexer | None):
         self._threads = threads
         self._stamp = stamp
+        self._indexer = indexer
         self._begun = False
 
     def _begin(self) -> None:
@@ -101,6 +145,9 @@ class SQLiteUnitOfWork:
     async def history(self, query: HistoryQuery) -> HistoryPage:
         return await self._run(queries.history, query)
 
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._run(search.search, query)
+
     async def write(
         self,
         resource_type: str,
@@ -120,9 +167,13 @@ class SQLiteUnitOfWork:
             if expected_version is not None and expected_version != current:
                 raise VersionConflict(expected_version, current)
             version = (current or 0) + 1
-            body = versioned_bytes(resource, id, version, stamp)
-            stored = StoredVersion(resource_type, id, version, stamp, method, body)
-            seq = queries.insert_version(conn, stored)
+            document = versioned_resource(resource, id, version, stamp)
+            body = orjson.dumps(document)
+            seq, rid = queries.insert_version(conn, StoredVersion(resource_type, id, version, stamp, method, body))
+            if current is not None:
+                index_tables.clear_index(conn, rid)
+            if self._indexer is not None:
+                index_tables.write_index(conn, rid, resource_type, self._indexer(document))
             return StoredVersion(resource_type, id, version, stamp, method, body, seq)
 
         return await self._run(write)
@@ -139,7 +190,8 @@ class SQLiteUnitOfWork:
             if current is None or deleted:
                 return None
             marker = StoredVersion(resource_type, id, current + 1, stamp, "DELETE", None)
-            seq = queries.insert_version(conn, marker)
+            seq, rid = queries.insert_version(conn, marker)
+            index_tables.clear_index(conn, rid)
             return StoredVersion(resource_type, id, current + 1, stamp, "DELETE", None, seq)
 
         return await self._run(delete)

@@ -10,14 +10,6 @@ import pytest
 from fhir_server.storage import HistoryQuery, ResourceExists, VersionConflict, open_store
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request, tmp_path):
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def _write(store, id: str, **fields):
     async with store.unit_of_work() as uow:
         return await uow.write("Patient", id, {"resourceType": "Patient", **fields}, method="PUT")
@@ -140,7 +132,7 @@ async def test_history_filters_by_type_and_since(store):
 async def test_data_survives_reopening(store, tmp_path):
     await _write(store, "a", active=True)
     await store.close()
-    reopened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    reopened = open_store(f"sqlite:///{tmp_path / 'contract.db'}")
     await reopened.open()
     try:
         assert orjson.loads((await reopened.read("Patient", "a")).body)["active"] is True
