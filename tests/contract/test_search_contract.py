@@ -335,3 +335,15 @@ async def test_reindex_rebuilds_a_lost_index(loaded):
     assert await ids(loaded, "Patient", "gender=male") == []
     assert await loaded.reindex(batch_size=4) == len(RESOURCES)
     assert sorted(await ids(loaded, "Patient", "gender=male")) == ["p2", "p3"]
+
+
+async def test_meta_parameters(store):
+    meta = {"tag": [{"system": "urn:tags", "code": "async-visit"}], "security": [{"system": "urn:sec", "code": "R"}],
+            "profile": ["http://example.org/fhir/StructureDefinition/intake"], "source": "urn:app:intake"}
+    async with store.unit_of_work() as uow:
+        await uow.write("Patient", "tagged", {"resourceType": "Patient", "meta": meta}, method="PUT")
+        await uow.write("Patient", "plain", {"resourceType": "Patient"}, method="PUT")
+    assert await ids(store, "Patient", "_tag=urn:tags|async-visit") == ["tagged"]
+    assert await ids(store, "Patient", "_security=R") == ["tagged"]
+    assert await ids(store, "Patient", "_profile=http://example.org/fhir/StructureDefinition/intake") == ["tagged"]
+    assert await ids(store, "Patient", "_source=urn:app:intake") == ["tagged"]
