@@ -56,7 +56,7 @@ class SQLiteStore:
         return await self._threads.in_reader(lambda c: queries.history(c, query))
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        return await self._threads.in_reader(lambda c: search.search(c, query))
+        return await self._threads.in_reader(lambda c: _in_read_transaction(c, search.search, query))
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -113,6 +113,15 @@ class SQLiteStore:
             now = self._last_stamp
         self._last_stamp = now
         return now
+
+
+def _in_read_transaction(conn, fn, *args):
+    """Run several SELECTs (a page, its total, its includes) on one consistent snapshot."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("COMMIT")
 
 
 class SQLiteUnitOfWork:
