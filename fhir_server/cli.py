@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import replace
 
@@ -26,6 +27,8 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--base-url", default=defaults.base_url, help="public FHIR base URL [FHIR_BASE_URL]")
     serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
                        help="largest accepted request body [FHIR_MAX_BODY_BYTES]")
+    serve.add_argument("--workers", type=int, default=defaults.workers,
+                       help="worker processes (default %(default)s) [FHIR_WORKERS]")
     serve.add_argument("--no-auth", action="store_true", default=not defaults.auth_enabled,
                        help="serve without authorization: local experiments and tests only [FHIR_NO_AUTH=1]")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(replace(
             defaults, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url,
-            max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth,
+            max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth, workers=args.workers,
         ), args.log_level)
     if args.command == "reindex":
         return asyncio.run(reindex(args.database))
@@ -74,9 +77,13 @@ def serve(settings: Settings, log_level: str) -> int:
         log.error("authorization is not implemented yet: start with --no-auth (local experiments only)")
         return 2
     log.warning("AUTHORIZATION IS OFF (--no-auth): every client can read and write everything")
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                server_header=False)
+    options = dict(host=settings.host, port=settings.port, log_level=log_level, access_log=False, server_header=False)
+    if settings.workers > 1:
+        # Worker processes import the app by name and read their settings from the environment.
+        os.environ.update(settings.to_env())
+        uvicorn.run("fhir_server.api.app:app_from_env", factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 

@@ -23,7 +23,7 @@ from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
 from ..interactions.rendering import history_bundle
 from ..interactions.search import build_query, compartment_query, encode_cursor, search, searchset_bundle
 from ..search.parse import CURSOR
-from ..interactions.validation import require_resource_type
+from ..interactions.validation import check, require_resource_type
 from ..validation.resource_types import resource_types as all_resource_types
 from ..storage import HistoryPage, Store, StoredVersion
 from .capability import FHIR_INTERACTION, capability_statement
@@ -116,13 +116,13 @@ async def search_type_post(request: Request, resource_type: str) -> Response:
 async def create(request: Request, resource_type: str) -> Response:
     media = response_media_type(request)
     require_resource_type(resource_type)
-    resource = await read_json(request, _body_limit(request))
+    checked = check(await read_json(request, _body_limit(request)), resource_type)
     criteria = request.headers.get("if-none-exist")
     async with _store(request).unit_of_work() as uow:
         if criteria is None:
-            version, created = await crud.create(uow, resource_type, resource), True
+            version, created = await crud.create(uow, checked), True
         else:
-            version, created = await conditional.create_if_none_exist(uow, resource_type, resource, criteria)
+            version, created = await conditional.create_if_none_exist(uow, checked, criteria)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
 
@@ -132,11 +132,9 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
     media = response_media_type(request)
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
-    resource = await read_json(request, _body_limit(request))
+    checked = check(await read_json(request, _body_limit(request)), resource_type)
     async with _store(request).unit_of_work() as uow:
-        version, created = await conditional.update_by_criteria(
-            uow, resource_type, request.url.query, resource, if_match=if_match
-        )
+        version, created = await conditional.update_by_criteria(uow, checked, request.url.query, if_match=if_match)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
 
@@ -184,9 +182,9 @@ async def update(request: Request, resource_type: str, id: str) -> Response:
     media = response_media_type(request)
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
-    resource = await read_json(request, _body_limit(request))
+    checked = crud.check_update(resource_type, id, await read_json(request, _body_limit(request)))
     async with _store(request).unit_of_work() as uow:
-        version, created = await crud.update(uow, resource_type, id, resource, if_match=if_match)
+        version, created = await crud.update(uow, checked, if_match=if_match)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
 
@@ -197,8 +195,7 @@ async def patch(request: Request, resource_type: str, id: str) -> Response:
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     operations = await read_json(request, _body_limit(request), accepted=(JSON_PATCH,))
-    async with _store(request).unit_of_work() as uow:
-        version = await crud.patch(uow, resource_type, id, operations, if_match=if_match)
+    version = await crud.patch_standalone(_store(request), resource_type, id, operations, if_match=if_match)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=200)
 

@@ -25,7 +25,7 @@ from .preconditions import parse_if_match
 from .prefer import RETURN_MINIMAL, RETURN_OUTCOME, Prefer
 from .rendering import embedded, entry_response, history_bundle
 from .search import build_query, search, searchset_bundle
-from .validation import require_resource_type
+from .validation import Checked, check, require_resource_type
 
 # R4 http.html#trules: "Process any DELETE interactions, then POST, then PUT or PATCH, then GET or HEAD"
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -46,6 +46,7 @@ class Entry:
     query: str = ""  # the raw query string (search and conditional criteria)
     assigned_id: str | None = None  # a POST's new id, known before processing so references resolve
     existing: StoredVersion | None = None  # a conditional create's match, found before processing
+    checked: Checked | None = None  # the validated resource of a POST or PUT (prepare_entry)
 
 
 @dataclass
@@ -120,22 +121,25 @@ async def perform(rw: ResourceReader, entry: Entry, base: str) -> EntryResult:
     if method in ("GET", "HEAD"):
         return await _perform_read(rw, entry, base)
     uow: UnitOfWork = rw  # type: ignore[assignment]
+    if method in ("POST", "PUT"):
+        prepare_entry(entry)
+        assert entry.checked is not None
     if method == "POST" and len(path) == 1:
         if entry.existing is not None:
             return EntryResult(200, entry.existing, location=True)
         if entry.if_none_exist is not None:
             version, created = await conditional.create_if_none_exist(
-                uow, path[0], entry.resource, entry.if_none_exist, id=entry.assigned_id
+                uow, entry.checked, entry.if_none_exist, id=entry.assigned_id
             )
             return EntryResult(201 if created else 200, version, location=True)
-        return EntryResult(201, await crud.create(uow, path[0], entry.resource, id=entry.assigned_id), location=True)
+        return EntryResult(201, await crud.create(uow, entry.checked, id=entry.assigned_id), location=True)
     if len(path) == 1 and method in ("PUT", "DELETE"):
-        require_resource_type(path[0])
         if method == "PUT":
             version, created = await conditional.update_by_criteria(
-                uow, path[0], entry.query, entry.resource, if_match=parse_if_match(entry.if_match)
+                uow, entry.checked, entry.query, if_match=parse_if_match(entry.if_match)
             )
             return EntryResult(201 if created else 200, version, location=True)
+        require_resource_type(path[0])
         await conditional.delete_by_criteria(uow, path[0], entry.query)
         return EntryResult(204)
     if len(path) != 2:
@@ -143,7 +147,7 @@ async def perform(rw: ResourceReader, entry: Entry, base: str) -> EntryResult:
     resource_type, id = path
     if_match = parse_if_match(entry.if_match)
     if method == "PUT":
-        version, created = await crud.update(uow, resource_type, id, entry.resource, if_match=if_match)
+        version, created = await crud.update(uow, entry.checked, if_match=if_match)
         return EntryResult(201 if created else 200, version, location=True)
     if method == "PATCH":
         operations = _json_patch_from_binary(entry)
@@ -152,6 +156,18 @@ async def perform(rw: ResourceReader, entry: Entry, base: str) -> EntryResult:
         await crud.delete(uow, resource_type, id, if_match=if_match)
         return EntryResult(204)
     raise MethodNotAllowed(f"{method} {entry.url} is not an interaction this server offers")
+
+
+def prepare_entry(entry: Entry) -> None:
+    """Validate a POST or PUT entry's resource, once, before any unit of work opens."""
+    if entry.checked is not None or entry.method not in ("POST", "PUT"):
+        return
+    if entry.method == "PUT" and len(entry.path) == 2:
+        entry.checked = crud.check_update(entry.path[0], entry.path[1], entry.resource)
+    elif len(entry.path) == 1:
+        entry.checked = check(entry.resource, entry.path[0])
+    else:
+        raise MethodNotAllowed(f"{entry.method} {entry.url} is not an interaction this server offers")
 
 
 async def _perform_read(reader: ResourceReader, entry: Entry, base: str) -> EntryResult:
@@ -231,6 +247,11 @@ def _check_no_duplicates(entries: list[Entry]) -> None:
 
 async def run_transaction(store: Store, entries: list[Entry], base: str) -> list[EntryResult]:
     _check_no_duplicates(entries)
+    for e in entries:
+        try:
+            prepare_entry(e)
+        except FhirError as err:
+            raise EntryError(e, err) from None
     results: list[EntryResult | None] = [None] * len(entries)
     async with store.unit_of_work() as uow:
         mapping = _assign_ids(entries)
@@ -238,7 +259,10 @@ async def run_transaction(store: Store, entries: list[Entry], base: str) -> list
         await _resolve_conditional_references(uow, entries, mapping)
         if mapping:
             for e in entries:
-                if e.resource is not None:
+                # reference strings replaced by reference strings: the resource stays valid
+                if e.checked is not None:
+                    e.checked = e.checked.with_body(_rewrite(e.checked.body, mapping))
+                elif e.resource is not None:
                     e.resource = _rewrite(e.resource, mapping)
         for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
             try:
@@ -281,7 +305,7 @@ async def _resolve_conditional_references(uow: UnitOfWork, entries: list[Entry],
     none or several matches fail the transaction."""
     for e in entries:
         found: set[str] = set()
-        _conditional_references(e.resource, found)
+        _conditional_references(e.checked.body if e.checked is not None else e.resource, found)
         for ref in sorted(found - mapping.keys()):
             resource_type, _, criteria = ref.partition("?")
             try:
@@ -303,6 +327,7 @@ async def run_batch(store: Store, entries: list[Entry], base: str) -> list[Entry
             if e.method in ("GET", "HEAD"):
                 results.append(await perform(store, e, base))
             else:
+                prepare_entry(e)
                 async with store.unit_of_work() as uow:
                     results.append(await perform(uow, e, base))
         except FhirError as err:

@@ -12,6 +12,7 @@ from ..errors import Conflict, InvalidRequest, PreconditionFailed
 from ..storage import ResourceReader, StoredVersion, UnitOfWork
 from . import crud
 from .search import build_query
+from .validation import Checked, require_valid_id
 
 
 async def find(reader: ResourceReader, resource_type: str, criteria: str) -> list[StoredVersion]:
@@ -31,32 +32,32 @@ def single(matches: list[StoredVersion], what: str) -> StoredVersion | None:
 
 
 async def create_if_none_exist(
-    uow: UnitOfWork, resource_type: str, resource: object, criteria: str, *, id: str | None = None
+    uow: UnitOfWork, resource: Checked, criteria: str, *, id: str | None = None
 ) -> tuple[StoredVersion, bool]:
     """POST with If-None-Exist: (the existing match, False) or (the new resource, True)."""
-    existing = single(await find(uow, resource_type, criteria), "create")
+    existing = single(await find(uow, resource.resource_type, criteria), "create")
     if existing is not None:
         return existing, False
-    return await crud.create(uow, resource_type, resource, id=id), True
+    return await crud.create(uow, resource, id=id), True
 
 
 async def update_by_criteria(
-    uow: UnitOfWork, resource_type: str, criteria: str, resource: object, *, if_match: int | None = None
+    uow: UnitOfWork, resource: Checked, criteria: str, *, if_match: int | None = None
 ) -> tuple[StoredVersion, bool]:
     """PUT [type]?criteria: update the single match, or create when nothing matches."""
-    if not isinstance(resource, dict):
-        raise InvalidRequest("The body must be a JSON object holding a FHIR resource")
+    resource_type = resource.resource_type
     match = single(await find(uow, resource_type, criteria), "update")
-    body_id = resource.get("id")
+    body_id = resource.body.get("id")
     if match is not None:
         if body_id is not None and body_id != match.id:
             raise InvalidRequest("The resource id in the body is not the id of the resource the criteria match")
-        return await crud.update(uow, resource_type, match.id, {**resource, "id": match.id}, if_match=if_match)
+        return await crud.update(uow, resource.with_body({**resource.body, "id": match.id}), if_match=if_match)
     if body_id is not None:
         if await uow.read(resource_type, body_id) is not None:
             raise Conflict(f"{resource_type}/{body_id} exists but does not match the criteria")
-        return await crud.update(uow, resource_type, body_id, resource, if_match=if_match)
-    return await crud.create(uow, resource_type, resource), True
+        require_valid_id(body_id)
+        return await crud.update(uow, resource, if_match=if_match)
+    return await crud.create(uow, resource), True
 
 
 async def delete_by_criteria(uow: UnitOfWork, resource_type: str, criteria: str) -> StoredVersion | None:

@@ -11,9 +11,9 @@ import uuid
 import jsonpatch
 import orjson
 
-from ..errors import Gone, InvalidRequest, NotFound, PreconditionFailed, UnprocessableEntity
-from ..storage import ResourceReader, StoredVersion, UnitOfWork, VersionConflict
-from .validation import check_resource, require_resource_type, require_valid_id
+from ..errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, UnprocessableEntity
+from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork, VersionConflict
+from .validation import Checked, check, require_resource_type, require_valid_id
 
 
 def new_id() -> str:
@@ -46,48 +46,47 @@ async def vread(reader: ResourceReader, resource_type: str, id: str, version_id:
     return found
 
 
-async def create(uow: UnitOfWork, resource_type: str, resource: object, *, id: str | None = None) -> StoredVersion:
+async def create(uow: UnitOfWork, resource: Checked, *, id: str | None = None) -> StoredVersion:
     """POST [type]: the server assigns the id and ignores one in the body (R4 http.html#create)."""
-    require_resource_type(resource_type)
-    body = check_resource(resource, resource_type)
-    return await uow.write(resource_type, id or new_id(), body, method="POST", must_not_exist=True)
+    return await uow.write(resource.resource_type, id or new_id(), resource.body, method="POST", must_not_exist=True)
 
 
-async def update(
-    uow: UnitOfWork, resource_type: str, id: str, resource: object, *, if_match: int | None = None
-) -> tuple[StoredVersion, bool]:
-    """PUT [type]/[id]; update-as-create when the id is new. Returns (version, created)."""
+def check_update(resource_type: str, id: str, resource: object) -> Checked:
+    """The checks of PUT [type]/[id] that need no store: valid id, valid resource, ids agree."""
     require_resource_type(resource_type)
     require_valid_id(id)
-    body = check_resource(resource, resource_type)
-    if body.get("id") != id:
+    checked = check(resource, resource_type)
+    if checked.body.get("id") != id:
         raise InvalidRequest(
             "The resource id in the body must match the id in the URL"
-            if "id" in body
+            if "id" in checked.body
             else "An update must carry the resource id in the body",
             expression=f"{resource_type}.id",
         )
+    return checked
+
+
+async def update(
+    uow: UnitOfWork, resource: Checked, *, if_match: int | None = None
+) -> tuple[StoredVersion, bool]:
+    """PUT [type]/[id] of a resource check_update accepted; update-as-create when the id is new.
+    Returns (version, created)."""
+    resource_type, id = resource.resource_type, resource.body["id"]
     previous = await uow.read(resource_type, id)
     try:
-        stored = await uow.write(resource_type, id, body, method="PUT", expected_version=if_match)
+        stored = await uow.write(resource_type, id, resource.body, method="PUT", expected_version=if_match)
     except VersionConflict as err:
         raise PreconditionFailed(_conflict_message(resource_type, id, err)) from None
     return stored, previous is None or previous.deleted
 
 
-async def patch(
-    uow: UnitOfWork, resource_type: str, id: str, operations: object, *, if_match: int | None = None
-) -> StoredVersion:
-    """PATCH [type]/[id] with a JSON Patch document (RFC 6902), validated after applying."""
-    require_resource_type(resource_type)
-    current = _missing(resource_type, id, await uow.read(resource_type, id))
-    if if_match is not None and if_match != current.version:
-        raise PreconditionFailed(_conflict_message(resource_type, id, VersionConflict(if_match, current.version)))
+def apply_patch(current: StoredVersion, operations: object) -> Checked:
+    """The current version with a JSON Patch document (RFC 6902) applied, validated again."""
     if not isinstance(operations, list):
         raise InvalidRequest("A JSON Patch document must be a JSON array of operations")
     try:
         patched = jsonpatch.JsonPatch(operations).apply(orjson.loads(current.body))
-    except jsonpatch.JsonPatchTestFailed as err:
+    except jsonpatch.JsonPatchTestFailed:
         raise UnprocessableEntity("A JSON Patch 'test' operation failed; nothing was changed") from None
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:
         # The library's messages quote parts of the document (patient data): name the kind only.
@@ -97,13 +96,50 @@ async def patch(
         ) from None
     except (TypeError, KeyError, ValueError) as err:
         raise InvalidRequest(f"Malformed JSON Patch document ({type(err).__name__})") from None
-    if not isinstance(patched, dict) or patched.get("id") != id:
+    if not isinstance(patched, dict) or patched.get("id") != current.id:
         raise UnprocessableEntity("A patch must not change the resource's id")
-    body = check_resource(patched, resource_type)
-    try:
-        return await uow.write(resource_type, id, body, method="PATCH", expected_version=current.version)
-    except VersionConflict as err:
-        raise PreconditionFailed(_conflict_message(resource_type, id, err)) from None
+    return check(patched, current.resource_type)
+
+
+async def patch(
+    uow: UnitOfWork, resource_type: str, id: str, operations: object, *, if_match: int | None = None
+) -> StoredVersion:
+    """PATCH [type]/[id] inside a unit of work (a transaction entry): read, apply, validate, write."""
+    require_resource_type(resource_type)
+    current = _missing(resource_type, id, await uow.read(resource_type, id))
+    _check_if_match(resource_type, id, if_match, current)
+    return await write_patched(uow, current, apply_patch(current, operations))
+
+
+async def write_patched(uow: UnitOfWork, current: StoredVersion, patched: Checked) -> StoredVersion:
+    """Store a patch result, provided `current` is still the current version (else VersionConflict)."""
+    return await uow.write(current.resource_type, current.id, patched.body, method="PATCH",
+                           expected_version=current.version)
+
+
+async def patch_standalone(
+    store: Store, resource_type: str, id: str, operations: object, *, if_match: int | None = None, attempts: int = 3
+) -> StoredVersion:
+    """PATCH [type]/[id] as its own request: the patch is applied and validated outside the write
+    lock, and written only if no other write came in between (optimistic; retried otherwise,
+    unless the client pinned the version with If-Match)."""
+    require_resource_type(resource_type)
+    for attempt in range(attempts):
+        current = _missing(resource_type, id, await store.read(resource_type, id))
+        _check_if_match(resource_type, id, if_match, current)
+        patched = apply_patch(current, operations)
+        try:
+            async with store.unit_of_work() as uow:
+                return await write_patched(uow, current, patched)
+        except VersionConflict as err:
+            if if_match is not None:
+                raise PreconditionFailed(_conflict_message(resource_type, id, err)) from None
+    raise Conflict(f"{resource_type}/{id} kept changing while the patch was applied; try again")
+
+
+def _check_if_match(resource_type: str, id: str, if_match: int | None, current: StoredVersion) -> None:
+    if if_match is not None and if_match != current.version:
+        raise PreconditionFailed(_conflict_message(resource_type, id, VersionConflict(if_match, current.version)))
 
 
 async def delete(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import InvalidRequest, InvalidResource, NotFound, OutcomeIssue
 from ..validation.resource_types import is_resource_type, is_valid_id, resource_types
 from ..validation.structure import StructureError, validate_resource
@@ -21,6 +23,24 @@ def require_resource_type(resource_type: str) -> None:
 def require_valid_id(id: str) -> None:
     if not is_valid_id(id):
         raise InvalidRequest("Resource id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A resource that passed check_resource: what create and update take, so validation runs
+    before a unit of work opens (it is CPU-bound and must not hold the store's write lock)."""
+
+    resource_type: str
+    body: dict
+
+    def with_body(self, body: dict) -> "Checked":
+        """The same resource after a change that keeps it valid (reference strings rewritten)."""
+        return Checked(self.resource_type, body)
+
+
+def check(resource: object, resource_type: str) -> Checked:
+    require_resource_type(resource_type)
+    return Checked(resource_type, check_resource(resource, resource_type))
 
 
 def check_resource(resource: object, resource_type: str) -> dict:
