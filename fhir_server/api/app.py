@@ -20,7 +20,7 @@ from ..search.extract import extract_index
 from ..storage import Store, open_store
 from .access_log import AccessLog
 from .responses import error_response
-from .routes import router
+from .routes import ROUTES
 
 log = logging.getLogger("fhir_server")
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         openapi_url=None,
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
-        routes=list(router.routes),
+        routes=list(ROUTES),
     )
     app.state.settings = settings
     app.state.store = store

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import orjson
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from .. import __version__
 from ..storage.serialization import format_instant
@@ -22,7 +22,13 @@ _TYPE_LEVEL = ("read", "vread", "update", "patch", "delete", "history-instance",
 # CapabilityStatement.rest.interaction codes
 _SYSTEM_LEVEL = ("transaction", "batch", "search-system", "history-system")
 
-FHIR_INTERACTION = "x-fhir-interaction"  # the openapi_extra key each route names its interactions under
+class FhirRoute(Route):
+    """A route that names the FHIR interactions it implements."""
+
+    def __init__(self, *args, interactions: tuple[str, ...], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.interactions = interactions
+
 
 _STARTED = format_instant(datetime.now(timezone.utc))
 
@@ -30,8 +36,8 @@ _STARTED = format_instant(datetime.now(timezone.utc))
 def implemented_interactions(app: FastAPI) -> set[str]:
     codes: set[str] = set()
     for route in app.routes:
-        if isinstance(route, APIRoute) and route.openapi_extra:
-            codes.update(route.openapi_extra.get(FHIR_INTERACTION, ()))
+        if isinstance(route, FhirRoute):
+            codes.update(route.interactions)
     return codes
 
 

@@ -10,7 +10,6 @@ from typing import Callable
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,21 +25,26 @@ from ..search.parse import CURSOR
 from ..interactions.validation import check, require_resource_type
 from ..validation.resource_types import resource_types as all_resource_types
 from ..storage import HistoryPage, Store, StoredVersion
-from .capability import FHIR_INTERACTION, capability_statement
+from .capability import FhirRoute, capability_statement
 from .negotiation import JSON_PATCH, read_body, read_json, response_media_type
 from .responses import fhir_response, resource_response, write_response
 
-router = APIRouter()
+ROUTES: list[FhirRoute] = []
 
 
 def interaction(method: str, path: str, *codes: str) -> Callable:
-    """Register a route implementing the named FHIR interaction codes (CapabilityStatement vocabulary)."""
+    """Register a route implementing the named FHIR interaction codes (CapabilityStatement vocabulary).
+
+    These are plain Starlette routes inside the FastAPI app: every handler takes the raw request
+    (bodies are FHIR JSON parsed by the interaction layer, not pydantic models), and FastAPI's
+    per-request dependency solving cost more than half of a read's CPU (bench/README.md).
+    """
 
     def register(handler: Callable) -> Callable:
-        router.add_api_route(
-            path, handler, methods=[method], name=codes[0], response_class=Response,
-            openapi_extra={FHIR_INTERACTION: list(codes)},
-        )
+        async def endpoint(request: Request) -> Response:
+            return await handler(request, **request.path_params)
+
+        ROUTES.append(FhirRoute(path, endpoint, methods=[method], name=codes[0], interactions=codes))
         return handler
 
     return register
