@@ -47,10 +47,10 @@ class SQLiteStore:
     # -- reads of committed data (reader threads) -------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredVersion | None:
-        return await self._threads.in_reader(lambda c: queries.read_current(c, resource_type, id))
+        return self._threads.point_read(lambda c: queries.read_current(c, resource_type, id))
 
     async def vread(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
-        return await self._threads.in_reader(lambda c: queries.read_version(c, resource_type, id, version))
+        return self._threads.point_read(lambda c: queries.read_version(c, resource_type, id, version))
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         return await self._threads.in_reader(lambda c: queries.history(c, query))
