@@ -22,7 +22,9 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=defaults.port, help="TCP port [FHIR_PORT]")
     serve.add_argument(
         "--database", default=defaults.database_url,
-        help="sqlite:///path/to/file.db (embedded, the default: %(default)s) [FHIR_DATABASE]",
+        help="sqlite:///path/to/file.db (embedded, the default: %(default)s) or "
+             "mongodb://host/dbname?replicaSet=rs0 (add fhirTransactions=off for a standalone mongod) "
+             "[FHIR_DATABASE]",
     )
     serve.add_argument("--base-url", default=defaults.base_url, help="public FHIR base URL [FHIR_BASE_URL]")
     serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
@@ -34,7 +36,7 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
                                                   "(after the search-parameter registry changed)")
-    reindex.add_argument("--database", default=defaults.database_url, help="[FHIR_DATABASE]")
+    reindex.add_argument("--database", default=defaults.database_url, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
     reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import replace
 from typing import Sequence
 
@@ -20,12 +21,14 @@ from .validation import require_resource_type
 
 
 def encode_cursor(cursor: tuple) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(cursor)).decode().rstrip("=")
+    # The stdlib encoder, not orjson: a sort value can be +/-inf (an open-ended Range), which
+    # orjson writes as null; json writes Infinity and reads it back.
+    return base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def decode_cursor(text: str) -> tuple:
     try:
-        direction, position = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        direction, position = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError, TypeError):
         raise InvalidRequest(f"Parameter {CURSOR} is not a page cursor this server issued", expression=CURSOR) from None
     if direction not in ("after", "before") or not isinstance(position, list):

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from fhir_server.storage import HistoryQuery, ResourceExists, VersionConflict, open_store
+from fhir_server.storage import HistoryQuery, ResourceExists, VersionConflict
 
 
 async def _write(store, id: str, **fields):
@@ -129,13 +129,8 @@ async def test_history_filters_by_type_and_since(store):
     assert all(v.last_updated >= org.last_updated for v in since.versions)
 
 
-async def test_data_survives_reopening(store, tmp_path):
+async def test_data_survives_reopening(store):
     await _write(store, "a", active=True)
     await store.close()
-    reopened = open_store(f"sqlite:///{tmp_path / 'contract.db'}")
-    await reopened.open()
-    try:
-        assert orjson.loads((await reopened.read("Patient", "a")).body)["active"] is True
-    finally:
-        await reopened.close()
-    await store.open()  # the fixture closes it again
+    await store.open()  # a fresh connection to the same database
+    assert orjson.loads((await store.read("Patient", "a")).body)["active"] is True

@@ -58,3 +58,17 @@ def test_count_is_clamped_and_validated():
     assert parse_count("0") == 1
     with pytest.raises(InvalidRequest):
         parse_count("-1")
+
+
+def test_search_cursor_round_trips_infinite_sort_values():
+    from fhir_server.interactions.search import decode_cursor, encode_cursor
+
+    cursor = ("after", [float("inf"), float("-inf"), "text", 3])
+    assert decode_cursor(encode_cursor(cursor)) == cursor
+
+
+def test_search_cursor_rejects_what_it_did_not_issue():
+    from fhir_server.interactions.search import decode_cursor
+
+    with pytest.raises(InvalidRequest):
+        decode_cursor("not-a-cursor")
