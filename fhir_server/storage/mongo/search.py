@@ -11,6 +11,7 @@ from typing import Any
 
 from ...search.query import Include, SearchQuery
 from ..base import SearchPage, StoredVersion
+from ..paging import counts_total, free_total, page_cursors, reads_backwards
 from .documents import VERSION_FIELDS, from_current, resource_key
 from .translate import match_filter, page_pipeline
 
@@ -50,7 +51,7 @@ async def search(resources, q: SearchQuery, session=None) -> SearchPage:
     if not q.resource_types:
         return SearchPage([], [], 0, None, None)
     match = await match_filter(q.resource_types, q.filters, _Resolver(resources, session))
-    backwards = bool(q.cursor and q.cursor[0] == "before")
+    backwards = reads_backwards(q)
     wants_includes = bool(q.includes or q.revincludes)
     docs: list[dict] = []
     fields: list[str] = []
@@ -64,16 +65,13 @@ async def search(resources, q: SearchQuery, session=None) -> SearchPage:
     positions = [[_plain(d.get(f)) for f in fields] + [_plain(d["rid"])] for d in docs]
     matches = [from_current(d) for d in docs]
 
-    has_next = more if not backwards else q.cursor is not None
-    has_previous = (q.cursor is not None) if not backwards else more
-    next_cursor = ("after", positions[-1]) if has_next and positions else None
-    previous_cursor = ("before", positions[0]) if has_previous and positions else None
+    next_cursor, previous_cursor = page_cursors(q, positions, more)
 
     total: int | None = None
-    if q.total in ("accurate", "estimate") or q.summary == "count":
+    if counts_total(q):
         total = await resources.count_documents(match, session=session)
-    elif q.cursor is None and not more:
-        total = len(matches)  # the first page holds every match: the total is known for free
+    else:
+        total = free_total(q, more, len(matches))
 
     included = await _included(resources, q, docs, session) if wants_includes and docs else []
     return SearchPage(matches, included, total, next_cursor, previous_cursor)

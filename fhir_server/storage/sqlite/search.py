@@ -6,6 +6,7 @@ import sqlite3
 
 from ...search.query import Include, SearchQuery
 from ..base import SearchPage, StoredVersion
+from ..paging import counts_total, free_total, page_cursors, reads_backwards
 from .queries import row_to_version
 from .search_sql import count_query, page_query
 
@@ -16,7 +17,7 @@ MAX_ITERATIONS = 4  # rounds of _include:iterate / _revinclude:iterate
 def search(conn: sqlite3.Connection, q: SearchQuery) -> SearchPage:
     if not q.resource_types:
         return SearchPage([], [], 0, None, None)
-    backwards = bool(q.cursor and q.cursor[0] == "before")
+    backwards = reads_backwards(q)
     sql, n_sort = page_query(q.resource_types, q.filters, q.sort, q.count, q.cursor)
     rows = conn.execute(sql.text, sql.args).fetchall() if q.count > 0 else []
     more = len(rows) > q.count
@@ -27,17 +28,14 @@ def search(conn: sqlite3.Connection, q: SearchQuery) -> SearchPage:
     matches = [row_to_version(row[1 + n_sort :]) for row in rows]
     rids = [row[0] for row in rows]
 
-    has_next = more if not backwards else q.cursor is not None
-    has_previous = (q.cursor is not None) if not backwards else more
-    next_cursor = ("after", positions[-1]) if has_next and positions else None
-    previous_cursor = ("before", positions[0]) if has_previous and positions else None
+    next_cursor, previous_cursor = page_cursors(q, positions, more)
 
     total: int | None = None
-    if q.total in ("accurate", "estimate") or q.summary == "count":
+    if counts_total(q):
         c = count_query(q.resource_types, q.filters)
         total = conn.execute(c.text, c.args).fetchone()[0]
-    elif q.cursor is None and not more:
-        total = len(matches)  # the first page holds every match: the total is known for free
+    else:
+        total = free_total(q, more, len(matches))
 
     included = _included(conn, q, matches, rids) if (q.includes or q.revincludes) and matches else []
     return SearchPage(matches, included, total, next_cursor, previous_cursor)
