@@ -29,60 +29,80 @@ CREATE TABLE IF NOT EXISTS resources (
     deleted      INTEGER NOT NULL,
     UNIQUE (type, id)
 );
+-- A search without filters walks a type's resources in rid order (its paging order).
+CREATE INDEX IF NOT EXISTS resources_by_type ON resources (type, rid);
+CREATE INDEX IF NOT EXISTS resources_by_updated ON resources (type, last_updated, rid);
 
 
 -- Search index: one row per searchable value of the current version of each resource, written in
 -- the same transaction as the version (fhir_server/search/extract.py computes them). Rows of a
 -- composite parameter's components share a `grp` number within their resource and carry the
 -- parameter code as "<composite>$<component index>".
+-- The lookup indexes end in rid, so a parameter's matching resources come from the index alone;
+-- dates and numbers have one index led by each bound, so every prefix gets a range scan.
+-- Indexes of schema version 1, replaced by those (idempotent on any database):
+DROP INDEX IF EXISTS idx_string_find;
+DROP INDEX IF EXISTS idx_token_find;
+DROP INDEX IF EXISTS idx_token_text;
+DROP INDEX IF EXISTS idx_reference_find;
+DROP INDEX IF EXISTS idx_reference_url;
+DROP INDEX IF EXISTS idx_date_find;
+DROP INDEX IF EXISTS idx_number_find;
+DROP INDEX IF EXISTS idx_quantity_find;
+DROP INDEX IF EXISTS idx_uri_find;
+
 CREATE TABLE IF NOT EXISTS idx_string (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     normalized TEXT NOT NULL, exact TEXT NOT NULL, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_string_find ON idx_string (type, param, normalized);
+CREATE INDEX IF NOT EXISTS idx_string_by_value ON idx_string (type, param, normalized, rid);
+CREATE INDEX IF NOT EXISTS idx_string_by_exact ON idx_string (type, param, exact, rid);
 CREATE INDEX IF NOT EXISTS idx_string_rid ON idx_string (rid);
 
 CREATE TABLE IF NOT EXISTS idx_token (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     system TEXT, code TEXT, text TEXT, type_system TEXT, type_code TEXT, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_token_find ON idx_token (type, param, code, system);
-CREATE INDEX IF NOT EXISTS idx_token_text ON idx_token (type, param, text);
+CREATE INDEX IF NOT EXISTS idx_token_by_code ON idx_token (type, param, code, system, rid);
+CREATE INDEX IF NOT EXISTS idx_token_by_text ON idx_token (type, param, text, rid);
 CREATE INDEX IF NOT EXISTS idx_token_rid ON idx_token (rid);
 
 CREATE TABLE IF NOT EXISTS idx_reference (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     target_type TEXT, target_id TEXT, url TEXT, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_reference_find ON idx_reference (type, param, target_id, target_type);
-CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url);
+CREATE INDEX IF NOT EXISTS idx_reference_by_target ON idx_reference (type, param, target_id, target_type, rid);
+CREATE INDEX IF NOT EXISTS idx_reference_by_url ON idx_reference (type, param, url, rid);
 CREATE INDEX IF NOT EXISTS idx_reference_rid ON idx_reference (rid);
 
 CREATE TABLE IF NOT EXISTS idx_date (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     low INTEGER NOT NULL, high INTEGER NOT NULL, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_date_find ON idx_date (type, param, low, high);
+CREATE INDEX IF NOT EXISTS idx_date_by_low ON idx_date (type, param, low, high, rid);
+CREATE INDEX IF NOT EXISTS idx_date_by_high ON idx_date (type, param, high, low, rid);
 CREATE INDEX IF NOT EXISTS idx_date_rid ON idx_date (rid);
 
 CREATE TABLE IF NOT EXISTS idx_number (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     value REAL, low REAL NOT NULL, high REAL NOT NULL, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_number_find ON idx_number (type, param, low, high);
+CREATE INDEX IF NOT EXISTS idx_number_by_low ON idx_number (type, param, low, high, rid);
+CREATE INDEX IF NOT EXISTS idx_number_by_high ON idx_number (type, param, high, low, rid);
 CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid);
 
 CREATE TABLE IF NOT EXISTS idx_quantity (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     system TEXT, code TEXT, unit TEXT, value REAL, low REAL NOT NULL, high REAL NOT NULL, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_quantity_find ON idx_quantity (type, param, code, low, high);
+CREATE INDEX IF NOT EXISTS idx_quantity_by_low ON idx_quantity (type, param, low, high, rid);
+CREATE INDEX IF NOT EXISTS idx_quantity_by_high ON idx_quantity (type, param, high, low, rid);
 CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid);
 
 CREATE TABLE IF NOT EXISTS idx_uri (
     rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, grp INTEGER
 );
-CREATE INDEX IF NOT EXISTS idx_uri_find ON idx_uri (type, param, value);
+CREATE INDEX IF NOT EXISTS idx_uri_by_value ON idx_uri (type, param, value, rid);
 CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid);
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
