@@ -16,15 +16,15 @@ from starlette.responses import Response
 from ..errors import OutcomeIssue, UnsupportedMediaType, operation_outcome
 from ..interactions import bundle as bundles
 from ..interactions import conditional, crud
-from ..interactions.history import CURSOR_PARAM, history, history_request
+from ..interactions.history import history, history_request
 from ..interactions.preconditions import parse_if_match
 from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
 from ..interactions.rendering import history_bundle
 from ..interactions.search import build_query, compartment_query, encode_cursor, search, searchset_bundle
-from ..search.parse import CURSOR
 from ..interactions.validation import check, require_resource_type
-from ..validation.resource_types import resource_types as all_resource_types
+from ..search.parse import CURSOR
 from ..storage import HistoryPage, Store, StoredVersion
+from ..validation.resource_types import resource_types as all_resource_types
 from .capability import FhirRoute, capability_statement
 from .negotiation import JSON_PATCH, read_body, read_json, response_media_type
 from .responses import fhir_response, resource_response, write_response
@@ -294,5 +294,5 @@ def _page_links(base: str, rel_path: str, params: dict[str, list[str]], page: Hi
 
     links = [("self", link())]
     if page.next_seq is not None:
-        links.append(("next", link(**{CURSOR_PARAM: str(page.next_seq)})))
+        links.append(("next", link(**{CURSOR: str(page.next_seq)})))
     return links
