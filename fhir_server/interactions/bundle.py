@@ -172,7 +172,7 @@ def prepare_entry(entry: Entry) -> None:
 
 async def _perform_read(reader: ResourceReader, entry: Entry, base: str) -> EntryResult:
     path = entry.path
-    if len(path) == 2 and path[0] != "_history":
+    if len(path) == 2 and path[1] != "_history":
         return EntryResult(200, await crud.read(reader, path[0], path[1]))
     if len(path) == 4 and path[2] == "_history":
         return EntryResult(200, await crud.vread(reader, path[0], path[1], path[3]))

@@ -125,3 +125,16 @@ async def test_response_bundle_embeds_stored_bytes_and_keeps_entry_order(store):
 async def _seed(store, resource_type: str, id: str) -> None:
     async with store.unit_of_work() as uow:
         await uow.write(resource_type, id, {"resourceType": resource_type}, method="PUT")
+
+
+async def test_batch_reads_history_at_every_level(store):
+    await _seed(store, "Patient", "h1")
+    kind, entries = parse_entries(_bundle(
+        "batch",
+        {"request": {"method": "GET", "url": "Patient/h1/_history"}},
+        {"request": {"method": "GET", "url": "Patient/_history"}},
+        {"request": {"method": "GET", "url": "_history"}},
+    ), BASE)
+    results = await run_batch(store, entries, BASE)
+    assert [r.status for r in results] == [200, 200, 200]
+    assert all(orjson.loads(r.body)["type"] == "history" for r in results)
