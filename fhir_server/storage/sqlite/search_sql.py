@@ -158,10 +158,12 @@ def filter_condition(f: Filter, r: str, aliases: _Aliases) -> Sql:
         ref, t = aliases.next("ref"), aliases.next("t")
         inner = filter_condition(f.inner, t, aliases)
         return Sql(
+            # the target type bound as a constant: with `= t.type` the planner used only two of the
+            # index's four columns and scanned every reference of the parameter (117 ms -> 0.1 ms at 1M)
             f"{r}.rid IN (SELECT {ref}.rid FROM resources {t} JOIN idx_reference {ref} "
-            f"ON {ref}.type = ? AND {ref}.param = ? AND {ref}.target_id = {t}.id AND {ref}.target_type = {t}.type "
+            f"ON {ref}.type = ? AND {ref}.param = ? AND {ref}.target_id = {t}.id AND {ref}.target_type = ? "
             f"WHERE +{t}.type = ? AND {t}.deleted = 0 AND {inner.text})",
-            [f.resource_type, f.code, f.target_types[0], *inner.args],
+            [f.resource_type, f.code, f.target_types[0], f.target_types[0], *inner.args],
         )
     if isinstance(f, HasFilter):
         # Driven from the inner filter: the referring resources that match it, their references,
