@@ -347,3 +347,16 @@ async def test_meta_parameters(store):
     assert await ids(store, "Patient", "_security=R") == ["tagged"]
     assert await ids(store, "Patient", "_profile=http://example.org/fhir/StructureDefinition/intake") == ["tagged"]
     assert await ids(store, "Patient", "_source=urn:app:intake") == ["tagged"]
+
+
+async def test_total_of_one_filter_counts_live_current_versions_only(loaded):
+    async with loaded.unit_of_work() as uow:
+        await uow.delete("Observation", "o1")  # final, deleted
+        await uow.write("Observation", "o3", {"resourceType": "Observation", "status": "amended",
+                                              "code": {"text": "x"}}, method="PUT")  # final -> amended
+        await uow.write("Observation", "o5", {"resourceType": "Observation", "status": "final",
+                                              "code": {"text": "x"}}, method="PUT")
+    page = await loaded.search(parse_search(["Observation"], _pairs("status=final&_count=1&_total=accurate")))
+    assert page.total == 2  # o4 and o5
+    page = await loaded.search(parse_search(["Observation"], _pairs("status=final,amended&_count=1&_total=accurate")))
+    assert page.total == 3

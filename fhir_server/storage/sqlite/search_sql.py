@@ -329,5 +329,32 @@ def page_query(resource_types, filters, sort, count: int, cursor: tuple | None, 
 
 
 def count_query(resource_types, filters, r: str = "r") -> Sql:
+    single = _single_index_filter(resource_types, filters)
+    if single is not None:
+        # Index rows exist only for the live current version of a resource (index_tables.clear_index
+        # on every update and delete), so one parameter's matches can be counted in its covering
+        # index alone, without joining each rid back to `resources` (143 -> ~45 ms at 1M).
+        f, i = single, "i0"
+        cond = _or([_value_condition(f.type, v, i) for v in f.values])
+        return Sql(f"SELECT count(DISTINCT {i}.rid) FROM {TABLE_FOR_TYPE[f.type]} {i} "
+                   f"WHERE {i}.type = ? AND {i}.param = ? AND {cond.text}", [f.resource_type, f.code, *cond.args])
     where = where_clause(resource_types, filters, r)
     return Sql(f"SELECT count(*) FROM resources {r} WHERE {where.text}", where.args)
+
+
+def _single_index_filter(resource_types, filters) -> ParamFilter | None:
+    """The query's only filter, when it is a plain lookup in one index table."""
+    if len(resource_types) != 1 or len(filters) != 1:
+        return None
+    f = filters[0]
+    if (
+        isinstance(f, ParamFilter)
+        and f.missing is None
+        and f.values
+        and f.type in TABLE_FOR_TYPE
+        and f.code not in ("_id", "_lastUpdated")
+        and f.resource_type == resource_types[0]
+        and not any(isinstance(v, TokenValue) and v.modifier == "not" for v in f.values)
+    ):
+        return f
+    return None
