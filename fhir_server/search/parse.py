@@ -29,7 +29,8 @@ from .query import (
     UriValue,
     Value,
 )
-from .registry import SearchParam, param_by_url, patient_compartment_params, search_param, search_params
+from .registry import SearchParam, param_by_url, patient_compartment_params, search_param
+from .registry import resource_types as known_types
 from .values.dates import date_range
 from .values.numbers import implied_range
 from .values.references import parse_reference
@@ -52,7 +53,7 @@ _SUPPORTED_MODIFIERS = {
     "uri": {"below", "above", "missing"},
     "composite": {"missing"},
 }
-_PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.*)", re.DOTALL)
+_PREFIXED = re.compile(rf"({'|'.join(PREFIXES)})?(.*)", re.DOTALL)
 _MAX_CHAIN = 3
 
 
@@ -261,7 +262,7 @@ def _has_filter(resource_type, name, raw_values, depth) -> Filter:
 # -- result parameters ------------------------------------------------------------------------
 
 
-def _includes(name: str, raws: Iterable[str], reverse: bool) -> tuple[Include, ...]:
+def _includes(name: str, raws: Iterable[str]) -> tuple[Include, ...]:
     out: list[Include] = []
     iterate = name.endswith(":iterate") or name.endswith(":recurse")
     for raw in raws:
@@ -314,8 +315,6 @@ def parse_search(
     types = tuple(resource_types)
     if "_type" in grouped:
         asked = tuple(t.strip() for raw in grouped["_type"] for t in raw.split(",") if t.strip())
-        from .registry import resource_types as known_types
-
         unknown = [t for t in asked if t not in known_types()]
         if unknown:
             raise _bad("_type", "unknown resource type")
@@ -351,9 +350,9 @@ def parse_search(
     if summary == "count":
         count = 0  # only the total is wanted
     elements = tuple(e.strip() for raw in grouped.get("_elements", []) for e in raw.split(",") if e.strip())
-    includes = tuple(i for n, raws in grouped.items() if n.split(":")[0] == "_include" for i in _includes(n, raws, False))
+    includes = tuple(i for n, raws in grouped.items() if n.split(":")[0] == "_include" for i in _includes(n, raws))
     revincludes = tuple(
-        i for n, raws in grouped.items() if n.split(":")[0] == "_revinclude" for i in _includes(n, raws, True)
+        i for n, raws in grouped.items() if n.split(":")[0] == "_revinclude" for i in _includes(n, raws)
     )
     return SearchQuery(
         resource_types=types,
@@ -384,4 +383,4 @@ def compartment_filter(compartment_type: str, compartment_id: str, resource_type
     return filters[0] if len(filters) == 1 else AnyFilter(tuple(filters))
 
 
-__all__ = ["CURSOR", "compartment_filter", "parse_search", "parse_value", "search_params", "split_values"]
+__all__ = ["CURSOR", "compartment_filter", "parse_search", "parse_value", "split_values"]

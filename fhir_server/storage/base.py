@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, AsyncContextManager, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, AsyncContextManager, Callable, Iterable, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..search.query import SearchQuery
+
+
+Indexer = Callable[[dict], Iterable]
+"""resource -> its search index entries (fhir_server.search.extract.extract_index); a backend
+computes them on every write, inside the unit of work that stores the version."""
 
 
 @dataclass(frozen=True, slots=True)

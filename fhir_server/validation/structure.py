@@ -27,7 +27,6 @@ from typing import Any
 from fhir_server.validation.resource_types import modelled_types, resource_types
 from fhir_server.validation.structure_table import (
     JSON_BOOLEAN,
-    JSON_DECIMAL,
     JSON_INTEGER,
     JSON_STRING,
     Prop,

@@ -35,13 +35,13 @@ import random
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 
 from ...search.query import SearchQuery
-from ..base import HistoryPage, HistoryQuery, SearchPage, StoredVersion
+from ..base import HistoryPage, HistoryQuery, Indexer, SearchPage, StoredVersion
 from ..errors import ResourceExists, StorageError, VersionConflict
 from ..serialization import from_epoch_ms, to_epoch_ms, utc_now_ms, versioned_resource
 from . import search as mongo_search
@@ -61,8 +61,6 @@ from .documents import (
 from .indexes import ensure_indexes
 
 log = logging.getLogger(__name__)
-
-Indexer = Callable[[dict], Iterable]  # resource -> its search index entries (fhir_server.search.extract)
 
 DEFAULT_DATABASE = "fhir"
 TRANSACTIONS_OPTION = "fhirTransactions"  # our own URL option, removed before PyMongo sees the URL

@@ -6,20 +6,17 @@ import asyncio
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable
-
-import orjson
+from typing import AsyncIterator
 from urllib.parse import urlparse
 
+import orjson
+
 from ...search.query import SearchQuery
-from ..base import HistoryPage, HistoryQuery, SearchPage, StoredVersion
+from ..base import HistoryPage, HistoryQuery, Indexer, SearchPage, StoredVersion
 from ..errors import ResourceExists, VersionConflict
 from ..serialization import utc_now_ms, versioned_resource
 from . import index_tables, queries, search
 from .connections import ConnectionThreads
-
-Indexer = Callable[[dict], Iterable]  # resource -> its search index entries (fhir_server.search.extract)
-
 
 class SQLiteStore:
     def __init__(self, path: str, *, readers: int = 4, synchronous: str = "FULL", indexer: Indexer | None = None):
@@ -70,12 +67,14 @@ class SQLiteStore:
 
         def batch() -> tuple[int, int]:
             conn = self._threads.writer
-            rows = conn.execute(
-                "SELECT r.rid, r.type, v.body FROM resources r JOIN resource_versions v ON v.seq = r.seq "
-                "WHERE r.rid > ? AND r.deleted = 0 ORDER BY r.rid LIMIT ?", (after, batch_size)
-            ).fetchall()
+            # Read the batch inside the write transaction: another process (--workers) could
+            # otherwise update a resource between the read and the re-index of its old body.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                rows = conn.execute(
+                    "SELECT r.rid, r.type, v.body FROM resources r JOIN resource_versions v ON v.seq = r.seq "
+                    "WHERE r.rid > ? AND r.deleted = 0 ORDER BY r.rid LIMIT ?", (after, batch_size)
+                ).fetchall()
                 for rid, resource_type, body in rows:
                     index_tables.clear_index(conn, rid)
                     index_tables.write_index(conn, rid, resource_type, indexer(orjson.loads(body)))
