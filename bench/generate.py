@@ -45,6 +45,8 @@ from typing import Iterator
 
 import orjson
 
+from bench_support import reshape  # bench/bench_support.py
+
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHEA = ROOT.parent / "shared" / "data" / "synthea-10-patients"
 DEFAULT_ANCHOR = "2026-05-01T12:00:00+00:00"
@@ -203,21 +205,6 @@ class Seeds:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _reshape(value: str, rnd: random.Random) -> str:
-    """A new value with the old one's shape (digit for digit, letter for letter)."""
-    out = []
-    for ch in value:
-        if ch.isdigit():
-            out.append(rnd.choice("0123456789"))
-        elif ch.isupper():
-            out.append(rnd.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-        elif ch.islower():
-            out.append(rnd.choice("abcdefghijklmnopqrstuvwxyz"))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _iso(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -249,23 +236,23 @@ class Generator:
         o["identifier"] = [{"system": SYNTHEA_ID, "value": oid}]
         o["name"] = f"{o['name']} {r.choice(['CLINIC', 'TELEHEALTH', 'HEALTH CENTER', 'MEDICAL GROUP'])} {r.randint(1, 99)}"
         for t in o.get("telecom", []):
-            t["value"] = _reshape(t["value"], r)
+            t["value"] = reshape(t["value"], r)
         for a in o.get("address", []):
-            a["line"] = [_reshape(line, r) for line in a.get("line", [])]
+            a["line"] = [reshape(line, r) for line in a.get("line", [])]
         return o
 
     def practitioner(self) -> dict:
         r = self.rnd
         p = copy.deepcopy(r.choice(self.seeds.practitioners))
         p["id"] = self._id()
-        p["identifier"] = [{"system": NPI, "value": _reshape("9999999999", r)}]
+        p["identifier"] = [{"system": NPI, "value": reshape("9999999999", r)}]
         family, given = self._person_name()
         p["name"] = [{"family": family, "given": [given], "prefix": ["Dr."]}]
         for t in p.get("telecom", []):
             if t.get("system") == "email":
                 t["value"] = f"{given}.{family}@example.com"
             else:
-                t["value"] = _reshape(t["value"], r)
+                t["value"] = reshape(t["value"], r)
         p["gender"] = r.choice(["male", "female"])
         return p
 
@@ -288,7 +275,7 @@ class Generator:
             if ident.get("system") in (SYNTHEA_ID, "http://hospital.smarthealthit.org"):
                 ident["value"] = pid
             else:
-                ident["value"] = _reshape(ident["value"], r)
+                ident["value"] = reshape(ident["value"], r)
         for ext in p.get("extension", []):
             if ext.get("url", "").endswith("patient-mothersMaidenName"):
                 ext["valueString"] = f"{r.choice(self.seeds.givens)}{r.randint(1, 999)} {r.choice(self.seeds.families)}{r.randint(1, 999)}"
@@ -297,9 +284,9 @@ class Generator:
         born = dt.date(1940, 1, 1) + dt.timedelta(days=r.randrange(0, 80 * 365))
         p["birthDate"] = born.isoformat()
         for t in p.get("telecom", []):
-            t["value"] = _reshape(t["value"], r)
+            t["value"] = reshape(t["value"], r)
         for a in p.get("address", []):
-            a["line"] = [_reshape(line, r) for line in a.get("line", [])]
+            a["line"] = [reshape(line, r) for line in a.get("line", [])]
         p["managingOrganization"] = {"reference": f"Organization/{org['id']}", "display": org["name"]}
         p["generalPractitioner"] = [{"reference": f"Practitioner/{gp['id']}"}]
         s = self.summary

@@ -34,12 +34,9 @@ import platform
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from array import array
 from collections import Counter
@@ -49,27 +46,14 @@ from typing import Any
 
 import orjson
 
+from bench_support import Server, free_port, reshape  # bench/bench_support.py
+
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHEA = ROOT.parent / "shared" / "data" / "synthea-10-patients" / "Patient.000.ndjson"
 PHASE_TIMEOUT_S = 120.0  # any phase still running after this is cut short and its rest counted as errors
 
 
 # -- test data -------------------------------------------------------------------------------
-
-
-def _reshape(value: str, rnd: random.Random) -> str:
-    """A new value with the old one's shape (digit for digit, letter for letter): identifiers, phones."""
-    out = []
-    for ch in value:
-        if ch.isdigit():
-            out.append(rnd.choice("0123456789"))
-        elif ch.isupper():
-            out.append(rnd.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-        elif ch.islower():
-            out.append(rnd.choice("abcdefghijklmnopqrstuvwxyz"))
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _shift(value: str, days: int) -> str:
@@ -91,17 +75,17 @@ def _vary(
     for ident in p.get("identifier", []):
         if "value" in ident:
             ident["value"] = str(uuid.UUID(int=rnd.getrandbits(128), version=4)) if len(ident["value"]) == 36 \
-                else _reshape(ident["value"], rnd)
+                else reshape(ident["value"], rnd)
     for telecom in p.get("telecom", []):
         if "value" in telecom:
-            telecom["value"] = _reshape(telecom["value"], rnd)
+            telecom["value"] = reshape(telecom["value"], rnd)
     days = rnd.randint(-20 * 365, 20 * 365)  # same shift for birth and death keeps them in order
     if "birthDate" in p:
         p["birthDate"] = _shift(p["birthDate"], days)
     if "deceasedDateTime" in p:
         p["deceasedDateTime"] = _shift(p["deceasedDateTime"], days)
     for address in p.get("address", []):
-        address["line"] = [_reshape(line, rnd) for line in address.get("line", [])]
+        address["line"] = [reshape(line, rnd) for line in address.get("line", [])]
     return p
 
 
@@ -421,51 +405,6 @@ def _machine_busy_seconds() -> float:
         return float("nan")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A server subprocess in its own process group, stopped (SIGTERM, then SIGKILL) on exit."""
-
-    def __init__(self, argv: list[str], port: int, log_path: Path):
-        self.port, self.log_path = port, log_path
-        self.log = open(log_path, "wb")
-        # Own session: a Ctrl-C in the terminal reaches only us, and we stop the server in order.
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metadata", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"server not answering /metadata after {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
-        self.log.close()
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -516,7 +455,7 @@ def main() -> int:
     server: Server | None = None
     try:
         if "server" in targets:
-            port = _free_port()
+            port = free_port()
             server = Server([sys.executable, "-m", "fhir_server", "serve", "--no-auth", "--host", "127.0.0.1",
                              "--port", str(port), "--database", f"sqlite:///{tmp / 'fhir.db'}",
                              "--log-level", "warning"], port, tmp / "server.log")
@@ -538,7 +477,7 @@ def main() -> int:
         if "bare" in targets:
             body_file = tmp / "stored-patient.json"
             body_file.write_bytes(stored_form(sorted(bodies, key=len)[len(bodies) // 2]))  # the median size
-            port = _free_port()
+            port = free_port()
             server = Server([sys.executable, str(ROOT / "bench" / "bare_asgi.py"), "--port", str(port),
                              "--body-file", str(body_file)], port, tmp / "bare.log")
             server.wait_ready()

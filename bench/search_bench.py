@@ -33,10 +33,8 @@ import os
 import platform
 import random
 import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -54,6 +52,7 @@ sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402  (bench/generate.py)
 from generate import COMMON_OBS_CODES, LOINC, RARE_OBS_CODES, Summary  # noqa: E402
+from bench_support import Server, free_port  # noqa: E402  (bench/bench_support.py)
 
 PYTHON = sys.executable
 DEFAULT_DIR = Path("/tmp/fhir-search-bench")
@@ -180,57 +179,6 @@ async def _apply_schema(db: Path) -> None:
 
 
 # -- the server -------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, db: Path, log_path: Path):
-        self.port = _free_port()
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        argv = [PYTHON, "-m", "fhir_server", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port),
-                "--database", f"sqlite:///{db}", "--log-level", "warning"]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 600.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                c.request("GET", "/metadata", headers={"Accept": "application/fhir+json"})
-                r = c.getresponse()
-                r.read()
-                c.close()
-                if r.status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"server not answering /metadata after {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
-        if not self.log.closed:
-            self.log.close()
 
 
 class Client:
@@ -785,13 +733,16 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [w.strip() for w in args.only.split(",")]
         queries = [q for q in queries if any(q.name.startswith(w) for w in wanted)]
     rnd = random.Random(args.bench_seed)
-    server = Server(db, args.data_dir / f"server-{args.resources}.log")
+    port = free_port()
+    server = Server([PYTHON, "-m", "fhir_server", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port),
+                     "--database", f"sqlite:///{db}", "--log-level", "warning"],
+                    port, args.data_dir / f"server-{args.resources}.log")
     atexit.register(server.stop)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = False
     try:
         t0 = time.perf_counter()
-        server.wait_ready()
+        server.wait_ready(timeout=600.0)  # opening a large database may build indexes first
         print(f"server ready on 127.0.0.1:{server.port} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         client = Client(server.port, args.timeout)
         for q in queries:
