@@ -98,3 +98,29 @@ class UnprocessableEntity(FhirError):
 
     status = 422
     issue_code = "business-rule"
+
+
+class Unauthorized(FhirError):
+    """401: no access token, or one that is expired, forged, revoked or for another server
+    (RFC 6750 section 3: the answer names the Bearer scheme and the OAuth error)."""
+
+    status = 401
+    issue_code = "login"
+
+    def __init__(self, diagnostics: str, *, oauth_error: str | None = "invalid_token"):
+        super().__init__(diagnostics)
+        challenge = 'Bearer realm="fhir"'
+        if oauth_error:
+            challenge += f', error="{oauth_error}", error_description="{diagnostics}"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(FhirError):
+    """403: the token is good but its scopes do not cover this interaction."""
+
+    status = 403
+    issue_code = "forbidden"
+
+    def __init__(self, diagnostics: str, *, expression: str | None = None):
+        super().__init__(diagnostics, expression=expression)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="fhir", error="insufficient_scope"'}
