@@ -1,4 +1,4 @@
-"""Command line: `python -m fhir_server serve ...`."""
+"""Command line: `python -m fhir_server serve|reindex|clients|users|keys ...`."""
 
 from __future__ import annotations
 
@@ -38,12 +38,17 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
                                                   "(after the search-parameter registry changed)")
     reindex.add_argument("--database", default=defaults.database_url, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
     reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    from smart_auth.admin import add_commands
+
+    add_commands(commands, defaults.database_url)  # clients, users, keys: smart_auth/admin.py
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     defaults = Settings.from_env()
     args = _parser(defaults).parse_args(argv)
+    if hasattr(args, "admin"):  # an administration command (smart_auth/admin.py): prints, returns its status
+        return args.admin(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return serve(replace(
@@ -74,11 +79,8 @@ def serve(settings: Settings, log_level: str) -> int:
 
     from .api.app import create_app
 
-    if settings.auth_enabled:
-        # SMART authorization is not built yet; refusing to start beats serving PHI to anyone.
-        log.error("authorization is not implemented yet: start with --no-auth (local experiments only)")
-        return 2
-    log.warning("AUTHORIZATION IS OFF (--no-auth): every client can read and write everything")
+    if not settings.auth_enabled:
+        log.warning("AUTHORIZATION IS OFF (--no-auth): every client can read and write everything")
     options = dict(host=settings.host, port=settings.port, log_level=log_level, access_log=False, server_header=False)
     if settings.workers > 1:
         # Worker processes import the app by name and read their settings from the environment.
