@@ -10,8 +10,13 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+
+from smart_auth.routes import ROUTES as SMART_ROUTES
+from smart_auth.server import SmartAuthorizationServer
+from smart_auth.service import AuthService
 
 from ..config import Settings
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
@@ -19,20 +24,26 @@ from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
 from .access_log import AccessLog
+from .patient_directory import StorePatientDirectory
 from .responses import error_response
 from .routes import ROUTES
 
 log = logging.getLogger("fhir_server")
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    """Build the app; the store (from settings.database_url unless given) opens with the app."""
+def create_app(settings: Settings, store: Store | None = None, auth: "AuthService | None" = None) -> FastAPI:
+    """Build the app; the store (from settings.database_url unless given) opens with the app, and
+    so does the SMART authorization server's state (in the same database) unless auth is off."""
     store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous, indexer=extract_index)
+    if settings.auth_enabled and auth is None:
+        auth = AuthService.from_url(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up()
         await store.open()
+        if auth is not None:
+            await auth.open()
         # The models, tables and registry loaded above are ~300k long-lived objects: without this,
         # every full collection walks them all and stalls every request in flight for 100+ ms.
         gc.collect()
@@ -40,6 +51,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if auth is not None:
+                await auth.close()
             await store.close()
 
     app = FastAPI(
@@ -50,13 +63,23 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         openapi_url=None,
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
-        routes=list(ROUTES),
+        # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
+        routes=[*(SMART_ROUTES if auth is not None else []), *ROUTES],
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.auth = auth  # None with --no-auth: every request is served unrestricted
+    if auth is not None:
+        app.state.authorization_server = SmartAuthorizationServer(auth)
+        app.state.patient_directory = StorePatientDirectory(store)
     app.state.capability_cache = {}
     _install_error_handlers(app)
     app.add_middleware(AccessLog)
+    # Browser apps (SMART public clients) call the FHIR API, the token endpoint and discovery from
+    # other origins. Bearer tokens, not cookies, authorise those calls, so any origin may ask
+    # (credentials stay off: the login session cookie never travels cross-origin).
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+                       expose_headers=["Location", "Content-Location", "ETag", "Last-Modified"], max_age=600)
     return app
 
 

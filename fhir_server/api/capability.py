@@ -11,6 +11,8 @@ import orjson
 from fastapi import FastAPI
 from starlette.routing import Route
 
+from smart_auth.discovery import capability_security
+
 from .. import __version__
 from ..storage.serialization import format_instant
 from ..search.registry import search_params
@@ -94,6 +96,8 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
         "resource": resources,
         "interaction": [{"code": c} for c in _SYSTEM_LEVEL if c in codes],
     }
+    if app.state.auth is not None:
+        rest["security"] = capability_security(base)
     if "search-compartment" in codes:
         rest["compartment"] = ["http://hl7.org/fhir/CompartmentDefinition/patient"]
     return {

@@ -14,8 +14,9 @@ from typing import TypeVar
 
 from .base import RecordStore
 
-CLIENT, USER, KEY, LAUNCH, CODE, GRANT, REFRESH, JTI, LOGIN_FAILURE = (
-    "client", "user", "signing_key", "launch", "code", "grant", "refresh", "jti", "login_failure")
+CLIENT, USER, KEY, LAUNCH, CODE, GRANT, REFRESH, JTI, LOGIN_FAILURE, SESSION, PENDING = (
+    "client", "user", "signing_key", "launch", "code", "grant", "refresh", "jti", "login_failure", "session",
+    "pending")
 REVOCATIONS = "revocation"  # append-only feed of revoked grant ids (the resource server follows it)
 
 T = TypeVar("T")
@@ -131,6 +132,28 @@ class RefreshToken:
     expires_at: float = 0.0
 
 
+@dataclass
+class BrowserSession:
+    """A signed-in user at the login/consent pages (the cookie holds only the random id)."""
+
+    id: str
+    username: str
+    created_at: float = field(default_factory=time.time)
+    expires_at: float = 0.0
+
+
+@dataclass
+class PendingAuthorization:
+    """A validated authorization request waiting for the user to sign in, pick a patient and consent."""
+
+    id: str
+    client_id: str
+    params: list[list[str]]  # the authorize request's parameters, as sent
+    session_id: str | None = None  # bound at sign-in: only that browser session may consent
+    patient: str | None = None  # chosen in the patient picker (clinician, standalone launch/patient)
+    expires_at: float = 0.0
+
+
 class AuthRecords:
     """The authorization server's typed view of its RecordStore."""
 
@@ -209,6 +232,29 @@ class AuthRecords:
     def take_refresh_token(self, token: str) -> tuple[RefreshToken | None, bool]:
         doc, first = self.store.take(REFRESH, token_hash(token))
         return _load(RefreshToken, doc), first
+
+    def take_launch(self, launch_id: str) -> tuple[Launch | None, bool]:
+        doc, first = self.store.take(LAUNCH, launch_id)
+        return _load(Launch, doc), first
+
+    # browser sessions and authorization requests waiting for login and consent ------------
+    def put_session(self, session: "BrowserSession") -> None:
+        self.store.put(SESSION, session.id, asdict(session), expires_at=session.expires_at)
+
+    def session(self, session_id: str) -> "BrowserSession | None":
+        return _load(BrowserSession, self.store.get(SESSION, session_id))
+
+    def remove_session(self, session_id: str) -> None:
+        self.store.remove(SESSION, session_id)
+
+    def put_pending(self, pending: "PendingAuthorization") -> None:
+        self.store.put(PENDING, pending.id, asdict(pending), expires_at=pending.expires_at)
+
+    def pending(self, pending_id: str) -> "PendingAuthorization | None":
+        return _load(PendingAuthorization, self.store.get(PENDING, pending_id))
+
+    def remove_pending(self, pending_id: str) -> None:
+        self.store.remove(PENDING, pending_id)
 
     # replay and rate limiting ------------------------------------------------------------
     def remember_jti(self, issuer: str, jti: str, expires_at: float) -> bool:

@@ -1,0 +1,66 @@
+"""A registered client as authlib sees it (ClientMixin), over the stored Client record."""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749 import ClientMixin
+
+from .passwords import verify_secret
+from .scopes import InvalidScope, ScopeSet
+from .store.records import Client
+
+PRIVATE_KEY_JWT = "private_key_jwt"
+
+
+class SmartClient(ClientMixin):
+    def __init__(self, record: Client):
+        self.record = record
+
+    @property
+    def client_id(self) -> str:
+        return self.record.client_id
+
+    @property
+    def is_public(self) -> bool:
+        return self.record.kind == "public"
+
+    @property
+    def is_backend(self) -> bool:
+        """An asymmetric client with no redirect URI: SMART Backend Services only."""
+        return self.record.kind == "asymmetric" and not self.record.redirect_uris
+
+    def get_client_id(self) -> str:
+        return self.record.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # SMART apps must send redirect_uri; never guess one (it would be an open redirect).
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """The requested scopes this client's registration allows (None: nothing grantable)."""
+        if not scope:
+            return None
+        try:
+            granted = ScopeSet.parse(scope).grant(ScopeSet.parse(self.record.scope))
+        except InvalidScope:
+            return None
+        return granted.text or None
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.record.redirect_uris  # exact match (SMART: fully specified)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return self.record.secret_hash is not None and verify_secret(self.record.secret_hash, client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.record.auth_method or (
+            method == "client_secret_post" and self.record.kind == "symmetric")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and not self.is_backend
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        if grant_type == "client_credentials":
+            return self.record.kind == "asymmetric"
+        if grant_type in ("authorization_code", "refresh_token"):
+            return not self.is_backend
+        return False

@@ -1,0 +1,42 @@
+"""The authorization server's state for one process: its record store, keys and token service.
+
+The FHIR app opens one AuthService at start-up (when authorization is on) and hands it to the
+SMART endpoints (routes.py) and to the resource server's token check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .keys import KeyRing
+from .store import AuthRecords, RecordStore, open_record_store
+from .tokens import RevokedGrants, TokenService
+
+
+class AuthService:
+    def __init__(self, store: RecordStore):
+        self.store = store
+        self.records = AuthRecords(store)
+        self.keys = KeyRing(self.records)
+        self.revoked = RevokedGrants(self.records)
+        self.tokens = TokenService(self.keys, self.revoked)
+
+    @classmethod
+    def from_url(cls, database_url: str) -> "AuthService":
+        return cls(open_record_store(database_url))
+
+    def open_sync(self) -> None:
+        self.store.open()
+        self.keys.load()
+        self.revoked.refresh()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.open_sync)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)
+
+    async def refresh_revocations(self) -> None:
+        """Follow revocations made by other processes (cheap; at most once a second)."""
+        if self.revoked.stale():
+            await asyncio.to_thread(self.revoked.refresh)
