@@ -8,4 +8,4 @@ COPY mappers ./mappers
 RUN pip install --no-cache-dir .
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "fhir_server"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--database", "sqlite:////data/fhir.db", "--no-auth"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--database", "sqlite:////data/fhir.db"]

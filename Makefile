@@ -1,5 +1,6 @@
 # The two commands the README promises, each doing its own set-up in ./.venv:
-#   make serve   run the server on the embedded SQLite store (no database to install)
+#   make serve   run the server on the embedded SQLite store (no database to install), SMART
+#                authorization on (register apps and users with `python -m fhir_server clients|users`)
 #   make test    run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/python -m fhir_server serve --no-auth $(ARGS)
+	$(BIN)/python -m fhir_server serve $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

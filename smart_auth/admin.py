@@ -274,7 +274,7 @@ def _users_remove(args: argparse.Namespace) -> list[str]:
 def _keys_rotate(args: argparse.Namespace) -> list[str]:
     with open_records(args.database) as records:
         kid = rotate_key(records)
-    return [f"new signing key {kid} (running servers load keys at start-up: restart them to sign with it)"]
+    return [f"new signing key {kid} (running servers start signing with it within a minute)"]
 
 
 def _keys_list(args: argparse.Namespace) -> list[str]:

@@ -43,10 +43,11 @@ class KeyRing:
         live = [k for k in keys if k.retired_at is None]
         published = [k for k in keys if k.retired_at is None or now - k.retired_at < RETIRED_KEYS_PUBLISHED_FOR]
         newest = max(live, key=lambda k: (k.created_at, k.kid))
-        self._signing = RSAKey.import_key(newest.private_jwk)
         imported = [RSAKey.import_key(k.private_jwk) for k in published]
+        # Verifying keys first: a request in another thread never sees a signing key it cannot verify.
         self._verifying = KeySet(imported)
         self._public_jwks = {"keys": [k.as_dict(private=False) for k in imported]}
+        self._signing = RSAKey.import_key(newest.private_jwk)
 
     def rotate(self) -> str:
         """Make a new signing key and retire the others; returns the new kid."""

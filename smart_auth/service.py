@@ -7,6 +7,7 @@ SMART endpoints (routes.py) and to the resource server's token check.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from .keys import KeyRing
 from .store import AuthRecords, RecordStore, open_record_store
@@ -14,12 +15,15 @@ from .tokens import RevokedGrants, TokenService
 
 
 class AuthService:
+    KEY_RELOAD_EVERY = 60.0  # seconds: how soon a `keys rotate` reaches running servers
+
     def __init__(self, store: RecordStore):
         self.store = store
         self.records = AuthRecords(store)
         self.keys = KeyRing(self.records)
         self.revoked = RevokedGrants(self.records)
         self.tokens = TokenService(self.keys, self.revoked)
+        self._keys_loaded = 0.0
 
     @classmethod
     def from_url(cls, database_url: str) -> "AuthService":
@@ -28,6 +32,7 @@ class AuthService:
     def open_sync(self) -> None:
         self.store.open()
         self.keys.load()
+        self._keys_loaded = time.monotonic()
         self.revoked.refresh()
 
     async def open(self) -> None:
@@ -37,6 +42,10 @@ class AuthService:
         await asyncio.to_thread(self.store.close)
 
     async def refresh_revocations(self) -> None:
-        """Follow revocations made by other processes (cheap; at most once a second)."""
+        """Follow revocations made by other processes (cheap; at most once a second) and key
+        rotations made by the CLI (at most once a minute)."""
         if self.revoked.stale():
             await asyncio.to_thread(self.revoked.refresh)
+        if time.monotonic() - self._keys_loaded >= self.KEY_RELOAD_EVERY:
+            self._keys_loaded = time.monotonic()
+            await asyncio.to_thread(self.keys.load)
