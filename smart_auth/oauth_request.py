@@ -8,7 +8,7 @@ thread on this plain object. The authorize endpoint takes GET (query) and POST (
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, OAuth2Request
 
@@ -25,7 +25,7 @@ class FormPayload(BasicOAuth2Payload):
 class SmartRequest(OAuth2Request):
     """An OAuth2Request with what SMART needs beside it: the issuer (this server's FHIR base)."""
 
-    def __init__(self, method: str, uri: str, headers: dict[str, str], pairs: list[tuple[str, str]], *,
+    def __init__(self, method: str, uri: str, headers: Mapping[str, str], pairs: list[tuple[str, str]], *,
                  issuer: str, token_url: str):
         super().__init__(method, uri, headers=headers)
         self.payload = FormPayload(pairs)

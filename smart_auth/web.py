@@ -43,7 +43,9 @@ async def form_pairs(request: Request) -> list[tuple[str, str]]:
 
 def smart_request(request: Request, pairs: list[tuple[str, str]]) -> SmartRequest:
     base = fhir_base(request)
-    return SmartRequest(request.method, str(request.url), dict(request.headers), pairs,
+    # Starlette's Headers, not a dict of them: authlib looks up "Authorization" (client_secret_basic)
+    # and a plain dict would only hold the lower-cased name.
+    return SmartRequest(request.method, str(request.url), request.headers, pairs,
                         issuer=base, token_url=f"{base}/auth/token")
 
 
