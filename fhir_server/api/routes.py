@@ -1,7 +1,9 @@
 """The FHIR REST routes (R4 http.html). Each route names the FHIR interaction it implements, and
 the CapabilityStatement is generated from those names, so the two cannot drift apart.
 
-Routes parse and negotiate, call an interaction, and render; they hold no storage code.
+Routes parse and negotiate, call an interaction, and render; they hold no storage code. Every
+route but /metadata first turns the request's access token into a Principal (authorization.py)
+and passes it to the interaction, which asks smart_auth/access.py what it may do.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import OutcomeIssue, UnsupportedMediaType, operation_outcome
+from smart_auth.access import searchable_types
+from smart_auth.principal import Principal
+
+from ..errors import Forbidden, OutcomeIssue, UnsupportedMediaType, operation_outcome
 from ..interactions import bundle as bundles
 from ..interactions import conditional, crud
 from ..interactions.history import history, history_request
@@ -25,6 +30,7 @@ from ..interactions.validation import check, require_resource_type
 from ..search.parse import CURSOR
 from ..storage import HistoryPage, Store, StoredVersion
 from ..validation.resource_types import resource_types as all_resource_types
+from .authorization import request_principal
 from .capability import FhirRoute, capability_statement
 from .negotiation import JSON_PATCH, read_body, read_json, response_media_type
 from .responses import fhir_response, resource_response, write_response
@@ -74,28 +80,31 @@ async def capabilities(request: Request) -> Response:
 
 @interaction("POST", "/", "transaction", "batch")
 async def transaction_or_batch(request: Request) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     base = base_url(request)
     kind, entries = bundles.parse_entries(await read_json(request, _body_limit(request)), base)
     run = bundles.run_transaction if kind == "transaction" else bundles.run_batch
-    results = await run(_store(request), entries, base)
+    results = await run(_store(request), entries, base, principal)
     body = bundles.response_bundle(kind, results, parse_prefer(request.headers.get("prefer")))
     return fhir_response(body, request, media_type=media)
 
 
 @interaction("GET", "/", "search-system")
 async def search_system(request: Request) -> Response:
-    return await _search(request, "", await _search_params(request))
+    principal = await request_principal(request)
+    return await _search(request, principal, "", await _search_params(request))
 
 
 @interaction("POST", "/_search", "search-system")
 async def search_system_post(request: Request) -> Response:
-    return await _search(request, "", await _search_params(request))
+    principal = await request_principal(request)
+    return await _search(request, principal, "", await _search_params(request))
 
 
 @interaction("GET", "/_history", "history-system")
 async def history_system(request: Request) -> Response:
-    return await _history(request, "_history")
+    return await _history(request, await request_principal(request), "_history")
 
 
 # -- type level ------------------------------------------------------------------------------
@@ -103,52 +112,59 @@ async def history_system(request: Request) -> Response:
 
 @interaction("GET", "/{resource_type}/_history", "history-type")
 async def history_type(request: Request, resource_type: str) -> Response:
-    return await _history(request, f"{resource_type}/_history", resource_type=resource_type)
+    principal = await request_principal(request)
+    return await _history(request, principal, f"{resource_type}/_history", resource_type=resource_type)
 
 
 @interaction("GET", "/{resource_type}", "search-type")
 async def search_type(request: Request, resource_type: str) -> Response:
-    return await _search(request, resource_type, await _search_params(request), resource_type=resource_type)
+    principal = await request_principal(request)
+    return await _search(request, principal, resource_type, await _search_params(request), resource_type=resource_type)
 
 
 @interaction("POST", "/{resource_type}/_search", "search-type")
 async def search_type_post(request: Request, resource_type: str) -> Response:
-    return await _search(request, resource_type, await _search_params(request), resource_type=resource_type)
+    principal = await request_principal(request)
+    return await _search(request, principal, resource_type, await _search_params(request), resource_type=resource_type)
 
 
 @interaction("POST", "/{resource_type}", "create", "conditional-create")
 async def create(request: Request, resource_type: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     require_resource_type(resource_type)
     checked = check(await read_json(request, _body_limit(request)), resource_type)
     criteria = request.headers.get("if-none-exist")
     async with _store(request).unit_of_work() as uow:
         if criteria is None:
-            version, created = await crud.create(uow, checked), True
+            version, created = await crud.create(uow, checked, principal=principal), True
         else:
-            version, created = await conditional.create_if_none_exist(uow, checked, criteria)
+            version, created = await conditional.create_if_none_exist(uow, checked, criteria, principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
 
 
 @interaction("PUT", "/{resource_type}", "conditional-update")
 async def conditional_update(request: Request, resource_type: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     checked = check(await read_json(request, _body_limit(request)), resource_type)
     async with _store(request).unit_of_work() as uow:
-        version, created = await conditional.update_by_criteria(uow, checked, request.url.query, if_match=if_match)
+        version, created = await conditional.update_by_criteria(uow, checked, request.url.query, if_match=if_match,
+                                                                principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
 
 
 @interaction("DELETE", "/{resource_type}", "conditional-delete")
 async def conditional_delete(request: Request, resource_type: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     require_resource_type(resource_type)
     async with _store(request).unit_of_work() as uow:
-        marker = await conditional.delete_by_criteria(uow, resource_type, request.url.query)
+        marker = await conditional.delete_by_criteria(uow, resource_type, request.url.query, principal)
     return _deleted(request, media, marker, resource_type)
 
 
@@ -157,59 +173,68 @@ async def conditional_delete(request: Request, resource_type: str) -> Response:
 
 @interaction("GET", "/{resource_type}/{id}/_history/{version_id}", "vread")
 async def vread(request: Request, resource_type: str, id: str, version_id: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
-    return resource_response(await crud.vread(_store(request), resource_type, id, version_id), request, media)
+    version = await crud.vread(_store(request), resource_type, id, version_id, principal)
+    return resource_response(version, request, media)
 
 
 @interaction("GET", "/{resource_type}/{id}/_history", "history-instance")
 async def history_instance(request: Request, resource_type: str, id: str) -> Response:
-    return await _history(request, f"{resource_type}/{id}/_history", resource_type=resource_type, id=id)
+    principal = await request_principal(request)
+    return await _history(request, principal, f"{resource_type}/{id}/_history", resource_type=resource_type, id=id)
 
 
 @interaction("GET", "/{compartment}/{id}/{resource_type}", "search-compartment")
 async def search_compartment(request: Request, compartment: str, id: str, resource_type: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     require_resource_type(compartment)
     prefer = parse_prefer(request.headers.get("prefer"))
     query = compartment_query(compartment, id, resource_type, await _search_params(request), strict=prefer.strict)
-    return await _render_search(request, media, query, f"{compartment}/{id}/{resource_type}")
+    return await _render_search(request, principal, media, query, f"{compartment}/{id}/{resource_type}")
 
 
 @interaction("GET", "/{resource_type}/{id}", "read")
 async def read(request: Request, resource_type: str, id: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
-    return resource_response(await crud.read(_store(request), resource_type, id), request, media)
+    return resource_response(await crud.read(_store(request), resource_type, id, principal), request, media)
 
 
 @interaction("PUT", "/{resource_type}/{id}", "update")
 async def update(request: Request, resource_type: str, id: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     checked = crud.check_update(resource_type, id, await read_json(request, _body_limit(request)))
     async with _store(request).unit_of_work() as uow:
-        version, created = await crud.update(uow, checked, if_match=if_match)
+        version, created = await crud.update(uow, checked, if_match=if_match, principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
 
 
 @interaction("PATCH", "/{resource_type}/{id}", "patch")
 async def patch(request: Request, resource_type: str, id: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     operations = await read_json(request, _body_limit(request), accepted=(JSON_PATCH,))
-    version = await crud.patch_standalone(_store(request), resource_type, id, operations, if_match=if_match)
+    version = await crud.patch_standalone(_store(request), resource_type, id, operations, if_match=if_match,
+                                          principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
     return write_response(version, request, media, prefer, base_url(request), status=200)
 
 
 @interaction("DELETE", "/{resource_type}/{id}", "delete")
 async def delete(request: Request, resource_type: str, id: str) -> Response:
+    principal = await request_principal(request)
     media = response_media_type(request)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with _store(request).unit_of_work() as uow:
-        marker = await crud.delete(uow, resource_type, id, if_match=if_match)
+        marker = await crud.delete(uow, resource_type, id, if_match=if_match, principal=principal)
     return _deleted(request, media, marker, resource_type)
 
 
@@ -241,23 +266,28 @@ async def _search_params(request: Request) -> list[tuple[str, str]]:
 
 
 async def _search(
-    request: Request, rel_path: str, params: list[tuple[str, str]], *, resource_type: str | None = None
+    request: Request, principal: Principal, rel_path: str, params: list[tuple[str, str]], *,
+    resource_type: str | None = None,
 ) -> Response:
     media = response_media_type(request)
     prefer = parse_prefer(request.headers.get("prefer"))
     types = [resource_type] if resource_type else []
     if not types and not any(k == "_type" for k, _ in params):
-        types = sorted(all_resource_types())
+        # a system search without _type covers the types the principal may search
+        types = searchable_types(principal, sorted(all_resource_types()))
+        if not types:
+            raise Forbidden("The access token grants no scope to search any resource type")
     query = build_query(types, params, strict=prefer.strict)
-    return await _render_search(request, media, query, rel_path, params)
+    return await _render_search(request, principal, media, query, rel_path, params)
 
 
 async def _render_search(
-    request: Request, media: str, query, rel_path: str, params: list[tuple[str, str]] | None = None
+    request: Request, principal: Principal, media: str, query, rel_path: str,
+    params: list[tuple[str, str]] | None = None,
 ) -> Response:
     if params is None:
         params = await _search_params(request)
-    page = await search(_store(request), query)
+    page = await search(_store(request), query, principal)
     base = base_url(request)
     kept = [(k, v) for k, v in params if k != CURSOR]
 
@@ -276,10 +306,12 @@ async def _render_search(
 # -- history rendering -----------------------------------------------------------------------
 
 
-async def _history(request: Request, rel_path: str, *, resource_type: str | None = None, id: str | None = None) -> Response:
+async def _history(
+    request: Request, principal: Principal, rel_path: str, *, resource_type: str | None = None, id: str | None = None
+) -> Response:
     media = response_media_type(request)
     params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
-    page = await history(_store(request), history_request(params, resource_type=resource_type, id=id))
+    page = await history(_store(request), history_request(params, resource_type=resource_type, id=id), principal)
     base = base_url(request)
     body = history_bundle(page, base, _page_links(base, rel_path, params, page))
     return fhir_response(body, request, media_type=media)

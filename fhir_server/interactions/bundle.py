@@ -17,9 +17,12 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import orjson
 
+from smart_auth.principal import Principal
+
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, OutcomeIssue, PreconditionFailed, operation_outcome
 from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork
 from . import conditional, crud
+from .guard import SUPERUSER
 from .history import history, history_request
 from .preconditions import parse_if_match
 from .prefer import RETURN_MINIMAL, RETURN_OUTCOME, Prefer
@@ -115,11 +118,12 @@ def _parse_entry(index: int, raw: object, base: str) -> Entry:
     )
 
 
-async def perform(rw: ResourceReader, entry: Entry, base: str) -> EntryResult:
-    """One entry's interaction; `rw` is a unit of work for writes, any reader for GET/HEAD."""
+async def perform(rw: ResourceReader, entry: Entry, base: str, principal: Principal = SUPERUSER) -> EntryResult:
+    """One entry's interaction; `rw` is a unit of work for writes, any reader for GET/HEAD.
+    Each entry is decided for the principal on its own (smart_auth/access.py)."""
     method, path = entry.method, entry.path
     if method in ("GET", "HEAD"):
-        return await _perform_read(rw, entry, base)
+        return await _perform_read(rw, entry, base, principal)
     uow: UnitOfWork = rw  # type: ignore[assignment]
     if method in ("POST", "PUT"):
         prepare_entry(entry)
@@ -129,31 +133,33 @@ async def perform(rw: ResourceReader, entry: Entry, base: str) -> EntryResult:
             return EntryResult(200, entry.existing, location=True)
         if entry.if_none_exist is not None:
             version, created = await conditional.create_if_none_exist(
-                uow, entry.checked, entry.if_none_exist, id=entry.assigned_id
+                uow, entry.checked, entry.if_none_exist, id=entry.assigned_id, principal=principal
             )
             return EntryResult(201 if created else 200, version, location=True)
-        return EntryResult(201, await crud.create(uow, entry.checked, id=entry.assigned_id), location=True)
+        return EntryResult(201, await crud.create(uow, entry.checked, id=entry.assigned_id, principal=principal),
+                           location=True)
     if len(path) == 1 and method in ("PUT", "DELETE"):
         if method == "PUT":
             version, created = await conditional.update_by_criteria(
-                uow, entry.checked, entry.query, if_match=parse_if_match(entry.if_match)
+                uow, entry.checked, entry.query, if_match=parse_if_match(entry.if_match), principal=principal
             )
             return EntryResult(201 if created else 200, version, location=True)
         require_resource_type(path[0])
-        await conditional.delete_by_criteria(uow, path[0], entry.query)
+        await conditional.delete_by_criteria(uow, path[0], entry.query, principal)
         return EntryResult(204)
     if len(path) != 2:
         raise MethodNotAllowed(f"{method} {entry.url} is not an interaction this server offers")
     resource_type, id = path
     if_match = parse_if_match(entry.if_match)
     if method == "PUT":
-        version, created = await crud.update(uow, entry.checked, if_match=if_match)
+        version, created = await crud.update(uow, entry.checked, if_match=if_match, principal=principal)
         return EntryResult(201 if created else 200, version, location=True)
     if method == "PATCH":
         operations = _json_patch_from_binary(entry)
-        return EntryResult(200, await crud.patch(uow, resource_type, id, operations, if_match=if_match), location=True)
+        return EntryResult(200, await crud.patch(uow, resource_type, id, operations, if_match=if_match,
+                                                 principal=principal), location=True)
     if method == "DELETE":
-        await crud.delete(uow, resource_type, id, if_match=if_match)
+        await crud.delete(uow, resource_type, id, if_match=if_match, principal=principal)
         return EntryResult(204)
     raise MethodNotAllowed(f"{method} {entry.url} is not an interaction this server offers")
 
@@ -170,22 +176,22 @@ def prepare_entry(entry: Entry) -> None:
         raise MethodNotAllowed(f"{entry.method} {entry.url} is not an interaction this server offers")
 
 
-async def _perform_read(reader: ResourceReader, entry: Entry, base: str) -> EntryResult:
+async def _perform_read(reader: ResourceReader, entry: Entry, base: str, principal: Principal) -> EntryResult:
     path = entry.path
     if len(path) == 2 and path[1] != "_history":
-        return EntryResult(200, await crud.read(reader, path[0], path[1]))
+        return EntryResult(200, await crud.read(reader, path[0], path[1], principal))
     if len(path) == 4 and path[2] == "_history":
-        return EntryResult(200, await crud.vread(reader, path[0], path[1], path[3]))
+        return EntryResult(200, await crud.vread(reader, path[0], path[1], path[3], principal))
     level = {1: ("_history",), 2: (None, "_history"), 3: (None, None, "_history")}.get(len(path))
     if level and all(want is None or want == got for want, got in zip(level, path)):
         resource_type = path[0] if len(path) >= 2 else None
         id = path[1] if len(path) == 3 else None
         request = history_request(entry.params, resource_type=resource_type, id=id)
-        page = await history(reader, request)
+        page = await history(reader, request, principal)
         return EntryResult(200, body=history_bundle(page, base, [("self", f"{base}/{entry.url}")]))
     if len(path) == 1:
         query = build_query([path[0]], parse_qsl(entry.query, keep_blank_values=True))
-        page = await search(reader, query)
+        page = await search(reader, query, principal)
         links = [("self", f"{base}/{entry.url}")]
         return EntryResult(200, body=searchset_bundle(query, page, base, links))
     raise MethodNotAllowed(f"GET {entry.url} is not an interaction this server offers")
@@ -245,7 +251,9 @@ def _check_no_duplicates(entries: list[Entry]) -> None:
             seen.add(key)
 
 
-async def run_transaction(store: Store, entries: list[Entry], base: str) -> list[EntryResult]:
+async def run_transaction(
+    store: Store, entries: list[Entry], base: str, principal: Principal = SUPERUSER
+) -> list[EntryResult]:
     _check_no_duplicates(entries)
     for e in entries:
         try:
@@ -255,8 +263,8 @@ async def run_transaction(store: Store, entries: list[Entry], base: str) -> list
     results: list[EntryResult | None] = [None] * len(entries)
     async with store.unit_of_work() as uow:
         mapping = _assign_ids(entries)
-        await _resolve_conditional_creates(uow, entries, mapping)
-        await _resolve_conditional_references(uow, entries, mapping)
+        await _resolve_conditional_creates(uow, entries, mapping, principal)
+        await _resolve_conditional_references(uow, entries, mapping, principal)
         if mapping:
             for e in entries:
                 # reference strings replaced by reference strings: the resource stays valid
@@ -266,20 +274,21 @@ async def run_transaction(store: Store, entries: list[Entry], base: str) -> list
                     e.resource = _rewrite(e.resource, mapping)
         for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
             try:
-                results[e.index] = await perform(uow, e, base)
+                results[e.index] = await perform(uow, e, base, principal)
             except FhirError as err:
                 raise EntryError(e, err) from None
     return results  # type: ignore[return-value]
 
 
-async def _resolve_conditional_creates(uow: UnitOfWork, entries: list[Entry], mapping: dict[str, str]) -> None:
+async def _resolve_conditional_creates(
+    uow: UnitOfWork, entries: list[Entry], mapping: dict[str, str], principal: Principal
+) -> None:
     """A conditional create that finds its resource makes its fullUrl point at that resource,
     so the rest of the bundle refers to what exists (http.html#trules)."""
     for e in entries:
         if e.method == "POST" and e.if_none_exist is not None and len(e.path) == 1:
             try:
-                matches = await conditional.find(uow, e.path[0], e.if_none_exist)
-                existing = conditional.single(matches, "create")
+                existing = await conditional.existing_match(uow, e.path[0], e.if_none_exist, principal)
             except FhirError as err:
                 raise EntryError(e, err) from None
             if existing is not None:
@@ -300,16 +309,19 @@ def _conditional_references(value: Any, found: set[str]) -> None:
             _conditional_references(v, found)
 
 
-async def _resolve_conditional_references(uow: UnitOfWork, entries: list[Entry], mapping: dict[str, str]) -> None:
+async def _resolve_conditional_references(
+    uow: UnitOfWork, entries: list[Entry], mapping: dict[str, str], principal: Principal
+) -> None:
     """`Patient?identifier=...` references become the one resource they match (http.html#trules);
-    none or several matches fail the transaction."""
+    none or several matches fail the transaction. The match is searched for as the principal: its
+    criteria reach only what it may search."""
     for e in entries:
         found: set[str] = set()
         _conditional_references(e.checked.body if e.checked is not None else e.resource, found)
         for ref in sorted(found - mapping.keys()):
             resource_type, _, criteria = ref.partition("?")
             try:
-                matches = await conditional.find(uow, resource_type, criteria)
+                matches = await conditional.find(uow, resource_type, criteria, principal)
                 if len(matches) != 1:
                     raise PreconditionFailed(
                         f"The conditional reference {resource_type}?... matches {'no' if not matches else 'more than one'} "
@@ -320,16 +332,16 @@ async def _resolve_conditional_references(uow: UnitOfWork, entries: list[Entry],
             mapping[ref] = f"{matches[0].resource_type}/{matches[0].id}"
 
 
-async def run_batch(store: Store, entries: list[Entry], base: str) -> list[EntryResult]:
+async def run_batch(store: Store, entries: list[Entry], base: str, principal: Principal = SUPERUSER) -> list[EntryResult]:
     results: list[EntryResult] = []
     for e in entries:
         try:
             if e.method in ("GET", "HEAD"):
-                results.append(await perform(store, e, base))
+                results.append(await perform(store, e, base, principal))
             else:
                 prepare_entry(e)
                 async with store.unit_of_work() as uow:
-                    results.append(await perform(uow, e, base))
+                    results.append(await perform(uow, e, base, principal))
         except FhirError as err:
             results.append(EntryResult(err.status, outcome=err.outcome()))
     return results

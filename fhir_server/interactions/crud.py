@@ -11,8 +11,12 @@ import uuid
 import jsonpatch
 import orjson
 
+from smart_auth.access import CREATE, DELETE, READ, UPDATE, decide
+from smart_auth.principal import Principal
+
 from ..errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, UnprocessableEntity
 from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork, VersionConflict
+from .guard import SUPERUSER, check_read, check_write
 from .validation import Checked, check, require_resource_type, require_valid_id
 
 
@@ -29,26 +33,40 @@ def _missing(resource_type: str, id: str, found: StoredVersion | None) -> Stored
     return found
 
 
-async def read(reader: ResourceReader, resource_type: str, id: str) -> StoredVersion:
+async def read(reader: ResourceReader, resource_type: str, id: str, principal: Principal = SUPERUSER) -> StoredVersion:
     require_resource_type(resource_type)
-    return _missing(resource_type, id, await reader.read(resource_type, id))
+    if principal.unrestricted:
+        return _missing(resource_type, id, await reader.read(resource_type, id))
+    rule = decide(principal, resource_type, READ)
+    found = await reader.read(resource_type, id)
+    if found is not None:
+        await check_read(reader, principal, rule, found)  # 404 for what the principal may not see
+    return _missing(resource_type, id, found)
 
 
-async def vread(reader: ResourceReader, resource_type: str, id: str, version_id: str) -> StoredVersion:
+async def vread(
+    reader: ResourceReader, resource_type: str, id: str, version_id: str, principal: Principal = SUPERUSER
+) -> StoredVersion:
     require_resource_type(resource_type)
+    rule = decide(principal, resource_type, READ)
     if not version_id.isdigit():
         raise NotFound(f"Version '{version_id}' of {resource_type}/{id} is not known")
     found = await reader.vread(resource_type, id, int(version_id))
     if found is None:
         raise NotFound(f"Version {version_id} of {resource_type}/{id} is not known")
+    await check_read(reader, principal, rule, found)
     if found.deleted:
         raise Gone(f"Version {version_id} of {resource_type}/{id} records its deletion")
     return found
 
 
-async def create(uow: UnitOfWork, resource: Checked, *, id: str | None = None) -> StoredVersion:
+async def create(
+    uow: UnitOfWork, resource: Checked, *, id: str | None = None, principal: Principal = SUPERUSER
+) -> StoredVersion:
     """POST [type]: the server assigns the id and ignores one in the body (R4 http.html#create)."""
-    return await uow.write(resource.resource_type, id or new_id(), resource.body, method="POST", must_not_exist=True)
+    id = id or new_id()
+    await check_write(uow, principal, CREATE, resource.resource_type, resource.body, id=id)
+    return await uow.write(resource.resource_type, id, resource.body, method="POST", must_not_exist=True)
 
 
 def check_update(resource_type: str, id: str, resource: object) -> Checked:
@@ -67,12 +85,13 @@ def check_update(resource_type: str, id: str, resource: object) -> Checked:
 
 
 async def update(
-    uow: UnitOfWork, resource: Checked, *, if_match: int | None = None
+    uow: UnitOfWork, resource: Checked, *, if_match: int | None = None, principal: Principal = SUPERUSER
 ) -> tuple[StoredVersion, bool]:
     """PUT [type]/[id] of a resource check_update accepted; update-as-create when the id is new.
     Returns (version, created)."""
     resource_type, id = resource.resource_type, resource.body["id"]
     previous = await uow.read(resource_type, id)
+    await check_write(uow, principal, UPDATE, resource_type, resource.body, id=id, current=previous)
     try:
         stored = await uow.write(resource_type, id, resource.body, method="PUT", expected_version=if_match)
     except VersionConflict as err:
@@ -102,13 +121,18 @@ def apply_patch(current: StoredVersion, operations: object) -> Checked:
 
 
 async def patch(
-    uow: UnitOfWork, resource_type: str, id: str, operations: object, *, if_match: int | None = None
+    uow: UnitOfWork, resource_type: str, id: str, operations: object, *, if_match: int | None = None,
+    principal: Principal = SUPERUSER,
 ) -> StoredVersion:
     """PATCH [type]/[id] inside a unit of work (a transaction entry): read, apply, validate, write."""
     require_resource_type(resource_type)
+    decide(principal, resource_type, UPDATE)
     current = _missing(resource_type, id, await uow.read(resource_type, id))
+    await check_write(uow, principal, UPDATE, resource_type, None, current=current)
     _check_if_match(resource_type, id, if_match, current)
-    return await write_patched(uow, current, apply_patch(current, operations))
+    patched = apply_patch(current, operations)
+    await check_write(uow, principal, UPDATE, resource_type, patched.body, id=id)
+    return await write_patched(uow, current, patched)
 
 
 async def write_patched(uow: UnitOfWork, current: StoredVersion, patched: Checked) -> StoredVersion:
@@ -118,16 +142,21 @@ async def write_patched(uow: UnitOfWork, current: StoredVersion, patched: Checke
 
 
 async def patch_standalone(
-    store: Store, resource_type: str, id: str, operations: object, *, if_match: int | None = None, attempts: int = 3
+    store: Store, resource_type: str, id: str, operations: object, *, if_match: int | None = None, attempts: int = 3,
+    principal: Principal = SUPERUSER,
 ) -> StoredVersion:
     """PATCH [type]/[id] as its own request: the patch is applied and validated outside the write
     lock, and written only if no other write came in between (optimistic; retried otherwise,
-    unless the client pinned the version with If-Match)."""
+    unless the client pinned the version with If-Match). The access check is made on the version
+    the patch applies to, so a concurrent change is checked again on the retry."""
     require_resource_type(resource_type)
+    decide(principal, resource_type, UPDATE)
     for attempt in range(attempts):
         current = _missing(resource_type, id, await store.read(resource_type, id))
+        await check_write(store, principal, UPDATE, resource_type, None, current=current)
         _check_if_match(resource_type, id, if_match, current)
         patched = apply_patch(current, operations)
+        await check_write(store, principal, UPDATE, resource_type, patched.body, id=id)
         try:
             async with store.unit_of_work() as uow:
                 return await write_patched(uow, current, patched)
@@ -143,10 +172,13 @@ def _check_if_match(resource_type: str, id: str, if_match: int | None, current: 
 
 
 async def delete(
-    uow: UnitOfWork, resource_type: str, id: str, *, if_match: int | None = None
+    uow: UnitOfWork, resource_type: str, id: str, *, if_match: int | None = None, principal: Principal = SUPERUSER
 ) -> StoredVersion | None:
     """DELETE [type]/[id]: idempotent; the deletion is a version of its own in history."""
     require_resource_type(resource_type)
+    if not principal.unrestricted:
+        decide(principal, resource_type, DELETE)
+        await check_write(uow, principal, DELETE, resource_type, None, current=await uow.read(resource_type, id))
     try:
         return await uow.delete(resource_type, id, expected_version=if_match)
     except VersionConflict as err:

@@ -6,10 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
-from ..errors import InvalidRequest
+from smart_auth.access import READ, SEARCH, allowed, decide
+from smart_auth.principal import Principal
+
+from ..errors import Forbidden, InvalidRequest, NotFound
 from ..search.parse import CURSOR  # one paging parameter for history and search
 from ..search.values.dates import date_range
 from ..storage import HistoryPage, HistoryQuery, ResourceReader
+from .guard import SUPERUSER, visible
+from ..validation.resource_types import resource_types
 from .validation import require_resource_type
 
 DEFAULT_COUNT = 50
@@ -65,5 +70,26 @@ def history_request(
     return HistoryRequest(query, since_text)
 
 
-async def history(reader: ResourceReader, request: HistoryRequest) -> HistoryPage:
-    return await reader.history(request.query)
+async def history(reader: ResourceReader, request: HistoryRequest, principal: Principal = SUPERUSER) -> HistoryPage:
+    """One page of history. For a restricted principal, instance history needs `r` on the type
+    and type or system history `s`; versions it may not see are left out of the page (a
+    deletion is judged by the version it deleted), and the total is given only when it is exact."""
+    query = request.query
+    if principal.unrestricted:
+        return await reader.history(query)
+    permission = READ if query.id is not None else SEARCH
+    if query.resource_type is not None:
+        whole = decide(principal, query.resource_type, permission).everything
+    else:
+        rules = [allowed(principal, t, SEARCH) for t in sorted(resource_types())]
+        whole = all(r is not None and r.everything for r in rules)
+        if not any(r is not None for r in rules):
+            raise Forbidden("The access token grants no scope to search any resource type")
+    page = await reader.history(query)
+    if whole:
+        return page
+    kept = await visible(reader, principal, page.versions, (permission,))
+    if query.id is not None and page.versions and not kept:
+        raise NotFound(f"Resource {query.resource_type}/{query.id} is not known")
+    exact = page.next_seq is None and query.at_or_before_seq is None
+    return HistoryPage(kept, len(kept) if exact else None, page.next_seq)  # type: ignore[arg-type]

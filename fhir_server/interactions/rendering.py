@@ -58,12 +58,10 @@ def history_bundle(page: HistoryPage, base: str, links: Iterable[tuple[str, str]
         }
         entry["response"] = entry_response(v, _history_status(v), with_location=False)
         entries.append(entry)
-    bundle: dict = {
-        "resourceType": "Bundle",
-        "type": "history",
-        "total": page.total,
-        "link": [{"relation": rel, "url": url} for rel, url in links],
-    }
+    bundle: dict = {"resourceType": "Bundle", "type": "history"}
+    if page.total is not None:  # None: not known exactly (a page narrowed by authorization)
+        bundle["total"] = page.total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links]
     if entries:  # R4 JSON allows no empty arrays (json.html)
         bundle["entry"] = entries
     return orjson.dumps(bundle)

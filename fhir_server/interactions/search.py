@@ -11,11 +11,15 @@ from typing import Sequence
 
 import orjson
 
+from smart_auth.access import narrow_search
+from smart_auth.principal import Principal
+
 from ..errors import InvalidRequest, OutcomeIssue, operation_outcome
 from ..search.parse import CURSOR, compartment_filter, parse_search
 from ..search.query import Filter, SearchQuery
 from ..search.summary import subset
 from ..storage import ResourceReader, SearchPage, StoredVersion
+from .guard import SUPERUSER, visible
 from .rendering import embedded, relative_url
 from .validation import require_resource_type
 
@@ -52,8 +56,16 @@ def build_query(
     return query
 
 
-async def search(reader: ResourceReader, query: SearchQuery) -> SearchPage:
-    return await reader.search(query)
+async def search(reader: ResourceReader, query: SearchQuery, principal: Principal = SUPERUSER) -> SearchPage:
+    """One page of results, confined to what the principal may search (smart_auth/access.py:
+    the types, the patient compartment, v2 scope restrictions, and every chain and _has link);
+    included resources it may not see are left out."""
+    if principal.unrestricted:
+        return await reader.search(query)
+    page = await reader.search(narrow_search(principal, query))
+    if page.included:
+        page = replace(page, included=await visible(reader, principal, page.included))
+    return page
 
 
 def compartment_query(

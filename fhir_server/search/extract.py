@@ -197,8 +197,9 @@ def plan_summary(resource_type: str) -> PlanSummary:
     return _plan(resource_type).summary
 
 
-def extract_index(resource: dict[str, Any]) -> list[IndexEntry]:
-    """Every index entry of `resource`, duplicates removed. Unknown resource types have none."""
+def extract_index(resource: dict[str, Any], codes: "frozenset[str] | None" = None) -> list[IndexEntry]:
+    """Every index entry of `resource`, duplicates removed; only those of the parameters in `codes`
+    when given (an access check needs two or three). Unknown resource types have none."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         raise ValueError("not a resource: no resourceType")
@@ -212,9 +213,12 @@ def extract_index(resource: dict[str, Any]) -> list[IndexEntry]:
         if group is None:
             continue
         for code, branch in group:
+            if codes is not None and code not in codes:
+                continue
             convert, path = branch.convert, branch.path
             for value in path.evaluate(resource, resource):
                 convert(out, code, value, path.code_system)
     for param in plan.others:
-        param.extract(resource, out)
+        if codes is None or param.code in codes:
+            param.extract(resource, out)
     return list(dict.fromkeys(out))

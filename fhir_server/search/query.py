@@ -109,7 +109,24 @@ class AnyFilter:
     filters: tuple["Filter", ...]
 
 
-Filter = Union[ParamFilter, ChainFilter, HasFilter, AnyFilter]
+@dataclass(frozen=True, slots=True)
+class AllFilter:
+    """All of the filters (AND): what a query's top-level filters mean, nestable inside AnyFilter
+    and inside a chain's or _has's inner filter (authorization narrows those: smart_auth/access.py).
+    With no filters it matches everything."""
+
+    filters: tuple["Filter", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeFilter:
+    """Resources of one of these types: keeps a per-type condition to its type inside a search
+    over several types (`AnyFilter((AllFilter((TypeFilter(("Observation",)), f)), TypeFilter(...)))`)."""
+
+    resource_types: tuple[str, ...]
+
+
+Filter = Union[ParamFilter, ChainFilter, HasFilter, AnyFilter, AllFilter, TypeFilter]
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ class HistoryQuery:
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     versions: list[StoredVersion]  # newest first, as R4 http.html#history requires
-    total: int  # number of versions matching the query (all pages)
+    total: int | None  # versions matching the query (all pages); None when not known (a filtered history)
     next_seq: int | None  # cursor for the next (older) page, or None on the last page
 
 

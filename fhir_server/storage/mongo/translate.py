@@ -20,6 +20,7 @@ import time
 from typing import Any, Protocol, Sequence
 
 from ...search.query import (
+    AllFilter,
     AnyFilter,
     ChainFilter,
     CompositeValue,
@@ -31,6 +32,7 @@ from ...search.query import (
     SortKey,
     StringValue,
     TokenValue,
+    TypeFilter,
     UriValue,
     Value,
 )
@@ -79,6 +81,8 @@ def merge(*clauses: dict) -> dict:
 
 
 def any_of(clauses: Sequence[dict]) -> dict:
+    if not clauses:
+        return NEVER
     if len(clauses) == 1:
         return clauses[0]
     return {"$or": list(clauses)}
@@ -176,6 +180,11 @@ def value_condition(v: Value, prefix: str = "") -> dict:
 async def filter_condition(f: Filter, resolver: Resolver) -> dict:
     if isinstance(f, AnyFilter):
         return any_of([await filter_condition(inner, resolver) for inner in f.filters])
+    if isinstance(f, AllFilter):
+        return merge(*[await filter_condition(inner, resolver) for inner in f.filters])
+    if isinstance(f, TypeFilter):
+        types = list(f.resource_types)
+        return {"type": types[0] if len(types) == 1 else {"$in": types}}
     if isinstance(f, ChainFilter):
         target = f.target_types[0]
         inner = await filter_condition(f.inner, resolver)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from ...search.query import (
+    AllFilter,
     AnyFilter,
     ChainFilter,
     CompositeValue,
@@ -23,6 +24,7 @@ from ...search.query import (
     SortKey,
     StringValue,
     TokenValue,
+    TypeFilter,
     UriValue,
     Value,
 )
@@ -145,14 +147,28 @@ def _value_condition(kind: str, v: Value, i: str) -> Sql:
 
 
 def _or(parts: list[Sql]) -> Sql:
+    if not parts:
+        return Sql("1 = 0")
     if len(parts) == 1:
         return parts[0]
     return Sql("(" + " OR ".join(p.text for p in parts) + ")", [a for p in parts for a in p.args])
 
 
+def _and(parts: list[Sql]) -> Sql:
+    if not parts:
+        return Sql("1 = 1")
+    if len(parts) == 1:
+        return parts[0]
+    return Sql("(" + " AND ".join(p.text for p in parts) + ")", [a for p in parts for a in p.args])
+
+
 def filter_condition(f: Filter, r: str, aliases: _Aliases) -> Sql:
     if isinstance(f, AnyFilter):
         return _or([filter_condition(inner, r, aliases) for inner in f.filters])
+    if isinstance(f, AllFilter):
+        return _and([filter_condition(inner, r, aliases) for inner in f.filters])
+    if isinstance(f, TypeFilter):
+        return Sql(f"{r}.type IN ({', '.join('?' * len(f.resource_types))})", list(f.resource_types))
     if isinstance(f, ChainFilter):
         # Driven from the inner filter: the few targets that match it, then the references to them.
         ref, t = aliases.next("ref"), aliases.next("t")
