@@ -40,6 +40,10 @@ def public_client_authenticator(records: AuthRecords):
     """authlib client-auth function for method `none`."""
 
     def authenticate(query_client, request) -> SmartClient | None:
+        form = request.form
+        if request.headers.get("Authorization") or form.get("client_secret") or form.get("client_assertion") \
+                or form.get("client_assertion_type"):
+            return None  # the request carries another method's credentials: that method decides
         client_id = request.payload.client_id
         if not client_id and request.payload.grant_type == "refresh_token":
             refresh = request.form.get("refresh_token")

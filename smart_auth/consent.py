@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .pages import ScopeChoice, describe_scope
 from .scopes import (FHIR_USER, LAUNCH, LAUNCH_ENCOUNTER, LAUNCH_PATIENT, OFFLINE_ACCESS, ONLINE_ACCESS, OPENID,
-                     PROFILE, ResourceScope, ScopeSet, parse_resource_scope)
+                     PROFILE, InvalidScope, ResourceScope, ScopeSet, parse_resource_scope)
 from .store.records import User
 
 # Categories offered as narrower alternatives of a whole-resource scope (v2 query restrictions).
@@ -41,13 +41,14 @@ def is_clinician(user: User) -> bool:
 @dataclass(frozen=True)
 class Offer:
     scopes: ScopeSet
+    for_clinician: bool = False
 
     @classmethod
     def build(cls, allowed_by_client: str, user: User) -> "Offer":
         scopes = ScopeSet.parse(allowed_by_client)
         keep = [s for s in scopes.resource
                 if s.context == "patient" or (s.context == "user" and is_clinician(user))]
-        return cls(ScopeSet(tuple(keep), scopes.other))
+        return cls(ScopeSet(tuple(keep), scopes.other), for_clinician=is_clinician(user))
 
     @property
     def needs_patient(self) -> bool:
@@ -55,14 +56,20 @@ class Offer:
 
     def choices(self) -> list[ScopeChoice]:
         items: list[ScopeChoice] = []
-        for word in self.scopes.other:
-            items.append(ScopeChoice(word, describe_scope(word), required=word in REQUIRED_OTHER))
+        other = list(self.scopes.other)
+        if OPENID in other and FHIR_USER in other:  # one thing to the user: "know who you are"
+            other.remove(FHIR_USER)
+            other[other.index(OPENID)] = f"{OPENID} {FHIR_USER}"
+        for word in other:
+            items.append(ScopeChoice(word, describe_scope(word),
+                                     required=all(w in REQUIRED_OTHER for w in word.split())))
         for scope in self.scopes.resource:
             narrowings: tuple[tuple[str, str], ...] = ()
             if not scope.query and scope.resource_type in CATEGORY_NARROWINGS and "s" in scope.permissions:
                 narrowings = tuple((_narrowed(scope, value).text, label)
                                    for value, label in CATEGORY_NARROWINGS[scope.resource_type])
-            items.append(ScopeChoice(scope.text, describe_scope(scope.text), narrowings=narrowings))
+            whose = "the patient's" if self.for_clinician else "your"
+            items.append(ScopeChoice(scope.text, describe_scope(scope.text, whose=whose), narrowings=narrowings))
         return items
 
     def decide(self, posted: list[str]) -> ScopeSet:
@@ -71,7 +78,10 @@ class Offer:
         other = [w for w in self.scopes.other if w in REQUIRED_OTHER or w in posted]
         resource: list[ResourceScope] = []
         for word in posted:
-            scope = parse_resource_scope(word) if "/" in word else None
+            try:
+                scope = parse_resource_scope(word) if "/" in word else None
+            except InvalidScope:  # a tampered form: not something we offered, so not granted
+                continue
             if scope is None or scope in resource:
                 continue
             if any(offered.covers(scope) and _same_shape(offered, scope) for offered in self.scopes.resource):

@@ -7,7 +7,7 @@ from authlib.oauth2.rfc6749 import InvalidScopeError, grants
 
 from ..clients import PRIVATE_KEY_JWT
 from ..scopes import InvalidScope, ScopeSet
-from ..store.records import AuthRecords, Grant, RefreshToken
+from ..store.records import REFRESH, AuthRecords, Grant, RefreshToken, token_hash
 from .issue import SmartTokenMixin
 
 
@@ -30,6 +30,13 @@ class RefreshTokenGrant(SmartTokenMixin, grants.RefreshTokenGrant):
     records: AuthRecords
 
     def authenticate_refresh_token(self, refresh_token: str) -> StoredRefreshToken | None:
+        # Refuse what can be refused without spending the token first (another client's token, a wider
+        # scope): a refused request must not use it up, or the client's next refresh looks like a replay.
+        peeked = self.records.store.get(REFRESH, token_hash(refresh_token))
+        if peeked is not None:
+            if peeked["client_id"] != self.request.client.client_id:
+                return None
+            self._check_scope(peeked["scope"])
         record, first_use = self.records.take_refresh_token(refresh_token)
         if record is None:
             return None
@@ -40,13 +47,16 @@ class RefreshTokenGrant(SmartTokenMixin, grants.RefreshTokenGrant):
         return StoredRefreshToken(record, grant) if grant is not None else None
 
     def _validate_token_scope(self, token: StoredRefreshToken) -> None:
+        self._check_scope(token.get_scope())
+
+    def _check_scope(self, granted: str) -> None:
         """A refresh may ask for the granted scopes or fewer (compared as SMART scopes, so
         `patient/Observation.r` is within `patient/*.rs`), never more."""
         asked = self.request.payload.scope
         if not asked:
             return
         try:
-            if not ScopeSet.parse(token.get_scope()).covers(ScopeSet.parse(asked)):
+            if not ScopeSet.parse(granted).covers(ScopeSet.parse(asked)):
                 raise InvalidScopeError("The requested scope exceeds the scope originally granted")
         except InvalidScope:
             raise InvalidScopeError("The requested scope is malformed") from None
