@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from .consent import Offer, is_clinician
 from .pages import render_consent, render_login, render_patient_picker
 from .passwords import verify_secret
-from .scopes import OFFLINE_ACCESS, ONLINE_ACCESS
+from .scopes import LAUNCH_ENCOUNTER, OFFLINE_ACCESS, ONLINE_ACCESS
 from .server import SmartAuthorizationServer
 from .store.records import BrowserSession, Grant, Launch, PendingAuthorization, User
 from .web import (NO_STORE, auth_service, error_page, fhir_base, form_pairs, html_page, in_thread, oauth_response,
@@ -34,7 +34,7 @@ SESSION_LIFETIME = 30 * 60
 PENDING_LIFETIME = 10 * 60
 LAUNCH_LIFETIME = 5 * 60
 LOGIN_WINDOW = 15 * 60  # failed sign-ins counted over this window...
-LOGIN_MAX_FAILURES = 5  # ...and this many lock the username (and the client address) until it passes
+LOGIN_MAX_FAILURES = 5  # ...and this many lock the username at that address (or the address) until it passes
 DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$RdescudvJCsgt3ub+b+dWRWJTmaaJObG"
 
 
@@ -162,7 +162,9 @@ async def login(request: Request) -> Response:
     password = form.get("password", "")
     records = auth_service(request).records
     address = f"addr:{request.client.host if request.client else '?'}"
-    account = f"user:{username}"
+    # Per account *and* address, plus per address: a guesser is stopped, but nobody elsewhere can
+    # lock a user out of their own account by failing to sign in as them.
+    account = f"user:{username}|{address}"
     if _too_many(await in_thread(records.login_failures, account)) or _too_many(
             await in_thread(records.login_failures, address)):
         return _login_page(request, hidden, client_name, username=username, status=429,
@@ -243,7 +245,8 @@ async def consent_form(request: Request) -> Response:
     offline = OFFLINE_ACCESS in offer.scopes or ONLINE_ACCESS in offer.scopes
     return html_page(render_consent(action=auth_url(request, "consent"), hidden=hidden,
                                     client_name=pending.client_id, user_display=user_display,
-                                    choices=offer.choices(), patient_display=patient_display, offline=offline))
+                                    choices=offer.choices(), patient_display=patient_display, offline=offline,
+                                    for_clinician=offer.for_clinician))
 
 
 async def choose_patient(request: Request) -> Response:
@@ -277,8 +280,10 @@ async def consent(request: Request) -> Response:
         status, body, headers = await in_thread(server.create_authorization_response, oauth_request, None, grant)
         return oauth_response(status, body, headers)
     posted = [word for key, value in pairs if key == "scope" for word in value.split()]
-    approved = offer.decide(posted)
     launch: Launch | None = oauth_request.launch
+    approved = offer.decide(posted)
+    if not (launch and launch.encounter):  # no encounter in context: launch/encounter grants nothing
+        approved = approved.without([LAUNCH_ENCOUNTER])
     patient = _patient_for(user, pending, launch)
     if offer.needs_patient and patient is None:
         return RedirectResponse(auth_url(request, "consent", request=pending.id), status_code=303, headers=NO_STORE)

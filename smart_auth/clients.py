@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import ClientMixin
 
+from .access import UnenforceableScope, check_scope
 from .passwords import verify_secret
-from .scopes import InvalidScope, ScopeSet
+from .scopes import InvalidScope, ResourceScope, ScopeSet
 from .store.records import Client
 
 PRIVATE_KEY_JWT = "private_key_jwt"
+
+
+def enforceable(scope: ResourceScope) -> bool:
+    try:
+        check_scope(scope)
+    except UnenforceableScope:
+        return False
+    return True
 
 
 class SmartClient(ClientMixin):
@@ -43,6 +52,9 @@ class SmartClient(ClientMixin):
             granted = ScopeSet.parse(scope).grant(ScopeSet.parse(self.record.scope))
         except InvalidScope:
             return None
+        # A query restriction the resource server cannot enforce is never granted (SMART: be
+        # explicit about unsupported parameters), rather than granted and then matching nothing.
+        granted = ScopeSet(tuple(s for s in granted.resource if enforceable(s)), granted.other)
         return granted.text or None
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:

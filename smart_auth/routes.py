@@ -57,7 +57,7 @@ async def introspect(request: Request) -> Response:
         service = auth_service(request)
         base = fhir_base(request)
         try:
-            await in_thread(service.tokens.claims, authorization[7:].strip(), issuer=base, audience=base)
+            caller = await in_thread(service.tokens.claims, authorization[7:].strip(), issuer=base, audience=base)
         except InvalidToken:
             return JSONResponse({"error": "invalid_token"}, status_code=401, headers={
                 **NO_STORE, "WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -66,7 +66,12 @@ async def introspect(request: Request) -> Response:
             return JSONResponse({"error": "invalid_request"}, status_code=400, headers=NO_STORE)
         found = await in_thread(find_token, service.records, service.tokens, token_string,
                                 oauth_request.form.get("token_type_hint"), issuer=base)
-        return JSONResponse(introspection_payload(found) if found else {"active": False}, headers=NO_STORE)
+        # "Appropriately scoped": a confidential client's token (a resource server or backend) may
+        # introspect any token; a public client's only its own, as with client authentication.
+        client = await in_thread(service.records.client, caller["client_id"])
+        allowed = client is not None and (client.kind != "public" or (found and found.client_id == client.client_id))
+        return JSONResponse(introspection_payload(found) if found and allowed else {"active": False},
+                            headers=NO_STORE)
     status, body, headers = await in_thread(
         request.app.state.authorization_server.create_endpoint_response, "introspection", oauth_request)
     return oauth_response(status, body, headers)

@@ -76,11 +76,11 @@ def _restriction(query: tuple[tuple[str, str], ...]) -> str:
     return " (only " + ", ".join(parts) + ")"
 
 
-def _describe_resource(scope: ResourceScope) -> str:
+def _describe_resource(scope: ResourceScope, whose: str = "your") -> str:
     verbs = _join([_VERBS[p] for p in scope.permissions])
     verbs = verbs[0].upper() + verbs[1:]
     if scope.context == "patient":
-        what = "all your records" if scope.resource_type == "*" else "your " + resource_plural(scope.resource_type)
+        what = f"all {whose} records" if scope.resource_type == "*" else f"{whose} " + resource_plural(scope.resource_type)
     elif scope.context == "user":
         what = ("all record types" if scope.resource_type == "*" else resource_plural(scope.resource_type)) \
             + " the user can access"
@@ -90,13 +90,14 @@ def _describe_resource(scope: ResourceScope) -> str:
     return f"{verbs} {what}{_restriction(scope.query)}"
 
 
-def describe_scope(scope: str) -> str:
-    """Human text for one SMART scope (or a few, space-separated: 'openid fhirUser' -> 'Know who you are')."""
+def describe_scope(scope: str, *, whose: str = "your") -> str:
+    """Human text for one SMART scope (or a few, space-separated: 'openid fhirUser' -> 'Know who you are').
+    `whose` names the record's owner in patient/ scopes: "your" for a patient, "the patient's" for a clinician."""
     words = scope.split()
     if len(words) > 1:
         texts: list[str] = []
         for word in words:
-            text = describe_scope(word)
+            text = describe_scope(word, whose=whose)
             if text not in texts:
                 texts.append(text)
         return "; ".join(texts)
@@ -106,4 +107,4 @@ def describe_scope(scope: str) -> str:
         parsed = parse_resource_scope(scope)
     except InvalidScope:
         return scope
-    return scope if parsed is None else _describe_resource(parsed)
+    return scope if parsed is None else _describe_resource(parsed, whose)

@@ -78,21 +78,25 @@ def _choice(index: int, choice: ScopeChoice) -> str:
 
 
 def render_consent(*, action: str, hidden: dict[str, str], client_name: str, user_display: str,
-                   choices: list[ScopeChoice], patient_display: str | None = None, offline: bool = False) -> str:
+                   choices: list[ScopeChoice], patient_display: str | None = None, offline: bool = False,
+                   for_clinician: bool = False) -> str:
+    """`for_clinician`: the signed-in user shares a patient's record (theirs to treat), not their own."""
     app = esc(client_name)
+    record = "health records" if for_clinician else "your health record"
     patient = f'<p>Records of: <strong>{esc(patient_display)}</strong></p>\n' if patient_display else ""
     offline_notice = (
         '<section class="notice" aria-labelledby="offline-title">\n'
         '<h2 id="offline-title">Access while you are away</h2>\n'
         f"<p><strong>{app}</strong> asks to keep the access you allow here even when you are not using it. "
-        "If you allow it, the app can keep using your record for months, without you signing in again, "
+        f"If you allow it, the app can keep using {'these records' if for_clinician else 'your record'} for months, "
+        "without you signing in again, "
         "until you revoke its access.</p>\n"
         "</section>\n"
     ) if offline else ""
     items = "".join(_choice(i, c) for i, c in enumerate(choices, 1))
     body = (
-        f"<h1>Allow {app} to access your health record?</h1>\n"
-        f'<p class="app"><strong>{app}</strong> wants to connect to your health record. '
+        f"<h1>Allow {app} to access {record}?</h1>\n"
+        f'<p class="app"><strong>{app}</strong> wants to connect to {record}. '
         f"You are signed in as <strong>{esc(user_display)}</strong>.</p>\n"
         f"{patient}"
         f'<form method="post" action="{esc(action)}">\n'
