@@ -22,7 +22,6 @@ from smart_auth.principal import Principal
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, OutcomeIssue, PreconditionFailed, operation_outcome
 from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork
 from . import conditional, crud
-from .guard import SUPERUSER
 from .history import history, history_request
 from .preconditions import parse_if_match
 from .prefer import RETURN_MINIMAL, RETURN_OUTCOME, Prefer
@@ -118,7 +117,7 @@ def _parse_entry(index: int, raw: object, base: str) -> Entry:
     )
 
 
-async def perform(rw: ResourceReader, entry: Entry, base: str, principal: Principal = SUPERUSER) -> EntryResult:
+async def perform(rw: ResourceReader, entry: Entry, base: str, principal: Principal) -> EntryResult:
     """One entry's interaction; `rw` is a unit of work for writes, any reader for GET/HEAD.
     Each entry is decided for the principal on its own (smart_auth/access.py)."""
     method, path = entry.method, entry.path
@@ -252,7 +251,7 @@ def _check_no_duplicates(entries: list[Entry]) -> None:
 
 
 async def run_transaction(
-    store: Store, entries: list[Entry], base: str, principal: Principal = SUPERUSER
+    store: Store, entries: list[Entry], base: str, principal: Principal
 ) -> list[EntryResult]:
     _check_no_duplicates(entries)
     for e in entries:
@@ -332,7 +331,7 @@ async def _resolve_conditional_references(
             mapping[ref] = f"{matches[0].resource_type}/{matches[0].id}"
 
 
-async def run_batch(store: Store, entries: list[Entry], base: str, principal: Principal = SUPERUSER) -> list[EntryResult]:
+async def run_batch(store: Store, entries: list[Entry], base: str, principal: Principal) -> list[EntryResult]:
     results: list[EntryResult] = []
     for e in entries:
         try:

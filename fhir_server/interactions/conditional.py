@@ -14,13 +14,13 @@ from smart_auth.principal import Principal
 from ..errors import Conflict, Forbidden, InvalidRequest, PreconditionFailed
 from ..storage import ResourceReader, StoredVersion, UnitOfWork
 from . import crud
-from .guard import SUPERUSER, check_write, sees
+from .guard import check_write, sees
 from .search import build_query
 from .validation import Checked, require_valid_id
 
 
 async def find(
-    reader: ResourceReader, resource_type: str, criteria: str, principal: Principal = SUPERUSER,
+    reader: ResourceReader, resource_type: str, criteria: str, principal: Principal,
     permission: str = SEARCH,
 ) -> list[StoredVersion]:
     """Up to two resources matching `criteria` (a query string): enough to tell 0, 1 and many.
@@ -42,7 +42,7 @@ def single(matches: list[StoredVersion], what: str) -> StoredVersion | None:
 
 
 async def existing_match(
-    reader: ResourceReader, resource_type: str, criteria: str, principal: Principal = SUPERUSER
+    reader: ResourceReader, resource_type: str, criteria: str, principal: Principal
 ) -> StoredVersion | None:
     """A conditional create's match (narrowed to what the principal may create), which it is
     answered with: so the principal must also be allowed to see it."""
@@ -53,7 +53,7 @@ async def existing_match(
 
 
 async def create_if_none_exist(
-    uow: UnitOfWork, resource: Checked, criteria: str, *, id: str | None = None, principal: Principal = SUPERUSER
+    uow: UnitOfWork, resource: Checked, criteria: str, *, id: str | None = None, principal: Principal
 ) -> tuple[StoredVersion, bool]:
     """POST with If-None-Exist: (the existing match, False) or (the new resource, True)."""
     existing = await existing_match(uow, resource.resource_type, criteria, principal)
@@ -64,7 +64,7 @@ async def create_if_none_exist(
 
 async def update_by_criteria(
     uow: UnitOfWork, resource: Checked, criteria: str, *, if_match: int | None = None,
-    principal: Principal = SUPERUSER,
+    principal: Principal,
 ) -> tuple[StoredVersion, bool]:
     """PUT [type]?criteria: update the single match, or create when nothing matches."""
     resource_type = resource.resource_type
@@ -87,7 +87,7 @@ async def update_by_criteria(
 
 
 async def delete_by_criteria(
-    uow: UnitOfWork, resource_type: str, criteria: str, principal: Principal = SUPERUSER
+    uow: UnitOfWork, resource_type: str, criteria: str, principal: Principal
 ) -> StoredVersion | None:
     """DELETE [type]?criteria: delete the single match; nothing to do when none matches."""
     match = single(await find(uow, resource_type, criteria, principal, DELETE), "delete")

@@ -16,7 +16,7 @@ from smart_auth.principal import Principal
 
 from ..errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, UnprocessableEntity
 from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork, VersionConflict
-from .guard import SUPERUSER, check_read, check_write
+from .guard import check_read, check_write
 from .validation import Checked, check, require_resource_type, require_valid_id
 
 
@@ -33,7 +33,7 @@ def _missing(resource_type: str, id: str, found: StoredVersion | None) -> Stored
     return found
 
 
-async def read(reader: ResourceReader, resource_type: str, id: str, principal: Principal = SUPERUSER) -> StoredVersion:
+async def read(reader: ResourceReader, resource_type: str, id: str, principal: Principal) -> StoredVersion:
     require_resource_type(resource_type)
     if principal.unrestricted:
         return _missing(resource_type, id, await reader.read(resource_type, id))
@@ -45,7 +45,7 @@ async def read(reader: ResourceReader, resource_type: str, id: str, principal: P
 
 
 async def vread(
-    reader: ResourceReader, resource_type: str, id: str, version_id: str, principal: Principal = SUPERUSER
+    reader: ResourceReader, resource_type: str, id: str, version_id: str, principal: Principal
 ) -> StoredVersion:
     require_resource_type(resource_type)
     rule = decide(principal, resource_type, READ)
@@ -61,7 +61,7 @@ async def vread(
 
 
 async def create(
-    uow: UnitOfWork, resource: Checked, *, id: str | None = None, principal: Principal = SUPERUSER
+    uow: UnitOfWork, resource: Checked, *, id: str | None = None, principal: Principal
 ) -> StoredVersion:
     """POST [type]: the server assigns the id and ignores one in the body (R4 http.html#create)."""
     id = id or new_id()
@@ -85,7 +85,7 @@ def check_update(resource_type: str, id: str, resource: object) -> Checked:
 
 
 async def update(
-    uow: UnitOfWork, resource: Checked, *, if_match: int | None = None, principal: Principal = SUPERUSER
+    uow: UnitOfWork, resource: Checked, *, if_match: int | None = None, principal: Principal
 ) -> tuple[StoredVersion, bool]:
     """PUT [type]/[id] of a resource check_update accepted; update-as-create when the id is new.
     Returns (version, created)."""
@@ -122,7 +122,7 @@ def apply_patch(current: StoredVersion, operations: object) -> Checked:
 
 async def patch(
     uow: UnitOfWork, resource_type: str, id: str, operations: object, *, if_match: int | None = None,
-    principal: Principal = SUPERUSER,
+    principal: Principal,
 ) -> StoredVersion:
     """PATCH [type]/[id] inside a unit of work (a transaction entry): read, apply, validate, write."""
     require_resource_type(resource_type)
@@ -143,7 +143,7 @@ async def write_patched(uow: UnitOfWork, current: StoredVersion, patched: Checke
 
 async def patch_standalone(
     store: Store, resource_type: str, id: str, operations: object, *, if_match: int | None = None, attempts: int = 3,
-    principal: Principal = SUPERUSER,
+    principal: Principal,
 ) -> StoredVersion:
     """PATCH [type]/[id] as its own request: the patch is applied and validated outside the write
     lock, and written only if no other write came in between (optimistic; retried otherwise,
@@ -172,7 +172,7 @@ def _check_if_match(resource_type: str, id: str, if_match: int | None, current: 
 
 
 async def delete(
-    uow: UnitOfWork, resource_type: str, id: str, *, if_match: int | None = None, principal: Principal = SUPERUSER
+    uow: UnitOfWork, resource_type: str, id: str, *, if_match: int | None = None, principal: Principal
 ) -> StoredVersion | None:
     """DELETE [type]/[id]: idempotent; the deletion is a version of its own in history."""
     require_resource_type(resource_type)

@@ -18,9 +18,6 @@ from smart_auth.principal import Principal
 from ..errors import Forbidden, NotFound
 from ..storage import ResourceReader, StoredVersion
 
-SUPERUSER = Principal.anonymous_superuser()
-
-
 async def _body_of(reader: ResourceReader, version: StoredVersion) -> dict | None:
     """The JSON a version is judged by: its own, or for a deletion the version it deleted."""
     body = version.body

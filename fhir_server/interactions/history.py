@@ -13,7 +13,7 @@ from ..errors import Forbidden, InvalidRequest, NotFound
 from ..search.parse import CURSOR  # one paging parameter for history and search
 from ..search.values.dates import date_range
 from ..storage import HistoryPage, HistoryQuery, ResourceReader
-from .guard import SUPERUSER, visible
+from .guard import visible
 from ..validation.resource_types import resource_types
 from .validation import require_resource_type
 
@@ -70,7 +70,7 @@ def history_request(
     return HistoryRequest(query, since_text)
 
 
-async def history(reader: ResourceReader, request: HistoryRequest, principal: Principal = SUPERUSER) -> HistoryPage:
+async def history(reader: ResourceReader, request: HistoryRequest, principal: Principal) -> HistoryPage:
     """One page of history. For a restricted principal, instance history needs `r` on the type
     and type or system history `s`; versions it may not see are left out of the page (a
     deletion is judged by the version it deleted), and the total is given only when it is exact."""

@@ -19,7 +19,7 @@ from ..search.parse import CURSOR, compartment_filter, parse_search
 from ..search.query import Filter, SearchQuery
 from ..search.summary import subset
 from ..storage import ResourceReader, SearchPage, StoredVersion
-from .guard import SUPERUSER, visible
+from .guard import visible
 from .rendering import embedded, relative_url
 from .validation import require_resource_type
 
@@ -56,7 +56,7 @@ def build_query(
     return query
 
 
-async def search(reader: ResourceReader, query: SearchQuery, principal: Principal = SUPERUSER) -> SearchPage:
+async def search(reader: ResourceReader, query: SearchQuery, principal: Principal) -> SearchPage:
     """One page of results, confined to what the principal may search (smart_auth/access.py:
     the types, the patient compartment, v2 scope restrictions, and every chain and _has link);
     included resources it may not see are left out."""

@@ -9,6 +9,9 @@ from fhir_server.errors import FhirError, InvalidRequest
 from fhir_server.interactions.bundle import parse_entries, response_bundle, run_batch, run_transaction
 from fhir_server.interactions.prefer import Prefer
 from fhir_server.storage import HistoryQuery, open_store
+from smart_auth.principal import Principal
+
+SUPERUSER = Principal.anonymous_superuser()  # authorization has its own tests (test_access.py)
 
 BASE = "http://example.org/fhir"
 
@@ -41,7 +44,7 @@ async def test_transaction_processes_in_spec_order(store):
         _post({"resourceType": "Organization"}),
         {"request": {"method": "DELETE", "url": "Patient/gone"}},
     ), BASE)
-    await run_transaction(store, entries, BASE)
+    await run_transaction(store, entries, BASE, SUPERUSER)
     page = await store.history(HistoryQuery(count=10))
     methods = [v.method for v in reversed(page.versions)]
     assert methods == ["PUT", "DELETE", "POST", "PUT"]  # seed, then DELETE, POST, PUT
@@ -56,7 +59,7 @@ async def test_references_to_full_urls_are_rewritten_everywhere(store):
                "hasMember": [{"reference": patient_url}]}),
         _post({"resourceType": "Patient"}, patient_url),
     ), BASE)
-    results = await run_transaction(store, entries, BASE)
+    results = await run_transaction(store, entries, BASE, SUPERUSER)
     patient = results[1].version
     obs = orjson.loads(results[0].version.body)
     assert obs["subject"]["reference"] == f"Patient/{patient.id}"
@@ -70,7 +73,7 @@ async def test_put_entry_with_urn_full_url_maps_to_its_url(store):
         {"fullUrl": url, "resource": {"resourceType": "Patient", "id": "fixed"}, "request": {"method": "PUT", "url": "Patient/fixed"}},
         _post({"resourceType": "Encounter", "status": "planned", "class": {"code": "VR"}, "subject": {"reference": url}}),
     ), BASE)
-    results = await run_transaction(store, entries, BASE)
+    results = await run_transaction(store, entries, BASE, SUPERUSER)
     assert orjson.loads(results[1].version.body)["subject"]["reference"] == "Patient/fixed"
 
 
@@ -79,7 +82,7 @@ async def test_failed_transaction_leaves_store_untouched(store):
         "transaction", _post({"resourceType": "Patient"}), _post({"resourceType": "Patient", "active": 3}),
     ), BASE)
     with pytest.raises(FhirError) as err:
-        await run_transaction(store, entries, BASE)
+        await run_transaction(store, entries, BASE, SUPERUSER)
     assert err.value.status == 400
     assert (await store.history(HistoryQuery())).total == 0
 
@@ -88,7 +91,7 @@ async def test_batch_failure_does_not_roll_back_other_entries(store):
     kind, entries = parse_entries(_bundle(
         "batch", _post({"resourceType": "Patient"}), _post({"resourceType": "Patient", "active": 3}),
     ), BASE)
-    results = await run_batch(store, entries, BASE)
+    results = await run_batch(store, entries, BASE, SUPERUSER)
     assert [r.status for r in results] == [201, 400]
     assert (await store.history(HistoryQuery())).total == 1
 
@@ -98,7 +101,7 @@ async def test_absolute_request_urls_under_the_base_are_accepted(store):
         "transaction",
         {"resource": {"resourceType": "Patient", "id": "abs"}, "request": {"method": "PUT", "url": f"{BASE}/Patient/abs"}},
     ), BASE)
-    results = await run_transaction(store, entries, BASE)
+    results = await run_transaction(store, entries, BASE, SUPERUSER)
     assert results[0].version.id == "abs"
 
 
@@ -115,7 +118,7 @@ def test_malformed_bundles_are_rejected(bundle):
 
 async def test_response_bundle_embeds_stored_bytes_and_keeps_entry_order(store):
     kind, entries = parse_entries(_bundle("batch", _post({"resourceType": "Patient"}), _post({"resourceType": "Basic", "code": {"text": "x"}})), BASE)
-    results = await run_batch(store, entries, BASE)
+    results = await run_batch(store, entries, BASE, SUPERUSER)
     out = orjson.loads(response_bundle(kind, results, Prefer()))
     assert out["type"] == "batch-response"
     assert [e["resource"]["resourceType"] for e in out["entry"]] == ["Patient", "Basic"]
@@ -135,6 +138,6 @@ async def test_batch_reads_history_at_every_level(store):
         {"request": {"method": "GET", "url": "Patient/_history"}},
         {"request": {"method": "GET", "url": "_history"}},
     ), BASE)
-    results = await run_batch(store, entries, BASE)
+    results = await run_batch(store, entries, BASE, SUPERUSER)
     assert [r.status for r in results] == [200, 200, 200]
     assert all(orjson.loads(r.body)["type"] == "history" for r in results)
