@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
-from .clients import PRIVATE_KEY_JWT
-from .store.records import AuthRecords
-from .token_lookup import AccessTokenInfo, RefreshTokenInfo, find_token
-from .tokens import TokenService
+from .token_lookup import AccessTokenInfo, RefreshTokenInfo, TokenEndpointLookup
 
 
 def introspection_payload(token) -> dict:
@@ -37,17 +34,9 @@ def introspection_payload(token) -> dict:
     return payload
 
 
-class SmartIntrospectionEndpoint(IntrospectionEndpoint):
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", PRIVATE_KEY_JWT, "none"]
-
-    records: AuthRecords
-    tokens: TokenService
-
+class SmartIntrospectionEndpoint(TokenEndpointLookup, IntrospectionEndpoint):
     def authenticate_token(self, request, client):
-        # authlib's query_token gets no request, and the issuer is per request: look up here.
-        self.check_params(request, client)
-        token = find_token(self.records, self.tokens, request.form["token"], request.form.get("token_type_hint"),
-                           issuer=request.issuer)
+        token = self.requested_token(request, client)
         if token is not None and self.check_permission(token, client, request):
             return token
         return None

@@ -76,3 +76,19 @@ def find_token(records: AuthRecords, tokens: TokenService, token: str, hint: str
         if found is not None:
             return found
     return None
+
+
+class TokenEndpointLookup:
+    """What the introspection and revocation endpoints share: who may call them, and finding the
+    token a request names (here, not in authlib's query_token, which gets no request and so no
+    issuer)."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+
+    records: AuthRecords
+    tokens: TokenService
+
+    def requested_token(self, request, client):
+        self.check_params(request, client)
+        return find_token(self.records, self.tokens, request.form["token"], request.form.get("token_type_hint"),
+                          issuer=request.issuer)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.e2e.smart_support import (FORM, PASSWORD, REDIRECT, Browserless, pkce_pair, query_of, seed_two_patients,
+from tests.e2e.smart_support import (FORM, REDIRECT, Browserless, pkce_pair, query_of, seed_two_patients,
                                      start_smart_server)
 
 PUBLIC = "authz-public"
@@ -36,24 +36,6 @@ def browser(smart):
     b = Browserless(smart.base)
     yield b
     b.close()
-
-
-@pytest.fixture(scope="module")
-def signed_in(smart):
-    """One signed-in browser per user for the whole module (each sign-in costs an argon2 hash)."""
-    browsers: dict[str, Browserless] = {}
-
-    def get(username: str) -> Browserless:
-        if username not in browsers:
-            b = Browserless(smart.base)
-            r = b.http.post("/auth/login", data={"username": username, "password": PASSWORD, "next": "/auth/manage"})
-            assert r.status_code == 303, r.text
-            browsers[username] = b
-        return browsers[username]
-
-    yield get
-    for b in browsers.values():
-        b.close()
 
 
 def _params(smart, challenge: str, **overrides) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.e2e.smart_support import (PASSWORD, REDIRECT, Browserless, client_assertion, new_key, pkce_pair,
+from tests.e2e.smart_support import (REDIRECT, client_assertion, new_key, pkce_pair,
                                      seed_two_patients, start_smart_server)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -39,24 +39,6 @@ def smart(tmp_path_factory, backend_key):
         yield server
     finally:
         server.process.stop()
-
-
-@pytest.fixture(scope="module")
-def signed_in(smart):
-    """One signed-in browser per user for the whole module (each sign-in costs an argon2 hash)."""
-    browsers: dict[str, Browserless] = {}
-
-    def get(username: str) -> Browserless:
-        if username not in browsers:
-            b = Browserless(smart.base)
-            r = b.http.post("/auth/login", data={"username": username, "password": PASSWORD, "next": "/auth/manage"})
-            assert r.status_code == 303, r.text
-            browsers[username] = b
-        return browsers[username]
-
-    yield get
-    for b in browsers.values():
-        b.close()
 
 
 def _token(smart, signed_in, client_id: str = APP) -> dict:

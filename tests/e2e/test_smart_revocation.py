@@ -43,24 +43,6 @@ def smart(tmp_path_factory, backend_key):
         server.process.stop()
 
 
-@pytest.fixture(scope="module")
-def signed_in(smart):
-    """One signed-in browser per user for the whole module (each sign-in costs an argon2 hash)."""
-    browsers: dict[str, Browserless] = {}
-
-    def get(username: str) -> Browserless:
-        if username not in browsers:
-            b = Browserless(smart.base)
-            r = b.http.post("/auth/login", data={"username": username, "password": PASSWORD, "next": "/auth/manage"})
-            assert r.status_code == 303, r.text
-            browsers[username] = b
-        return browsers[username]
-
-    yield get
-    for b in browsers.values():
-        b.close()
-
-
 def _token(smart, signed_in, client_id: str = APP, username: str = "alice") -> dict:
     verifier, challenge = pkce_pair()
     code = signed_in(username).code_for(client_id=client_id, username=username, scope=SCOPE, aud=smart.base,
