@@ -115,8 +115,10 @@ async def _pending(request: Request, pending_id: str | None) -> PendingAuthoriza
     return await in_thread(auth_service(request).records.pending, pending_id)
 
 
-def _client_name(request: Request, client_id: str) -> str:
-    return client_id
+async def _client_name(request: Request, client_id: str) -> str:
+    """The name the app was registered with (clients add --name), else its client_id."""
+    client = await in_thread(auth_service(request).records.client, client_id)
+    return (client.name if client and client.name else None) or client_id
 
 
 def _login_page(request: Request, hidden: dict[str, str], client_name: str, *, error: str | None = None,
@@ -141,7 +143,7 @@ async def login_form(request: Request) -> Response:
         pending = await _pending(request, hidden["request"])
         if pending is None:
             return error_page("This sign-in link has expired", "Start again from the app.")
-        return _login_page(request, hidden, _client_name(request, pending.client_id))
+        return _login_page(request, hidden, await _client_name(request, pending.client_id))
     return _login_page(request, hidden, "This server's account page")
 
 
@@ -157,7 +159,7 @@ async def login(request: Request) -> Response:
         pending = await _pending(request, hidden["request"])
         if pending is None:
             return error_page("This sign-in link has expired", "Start again from the app.")
-    client_name = _client_name(request, pending.client_id) if pending else "This server's account page"
+    client_name = await _client_name(request, pending.client_id) if pending else "This server's account page"
     username = form.get("username", "").strip()
     password = form.get("password", "")
     records = auth_service(request).records
@@ -239,12 +241,14 @@ async def consent_form(request: Request) -> Response:
     if offer.needs_patient and patient is None:
         patients = await _directory(request).patients(100)
         return html_page(render_patient_picker(action=auth_url(request, "patient"), hidden=hidden,
-                                               patients=patients, client_name=pending.client_id))
+                                               patients=patients,
+                                               client_name=await _client_name(request, pending.client_id)))
     patient_display = await _directory(request).display(f"Patient/{patient}") if patient else None
     user_display = await _directory(request).display(user.fhir_user) or user.username
     offline = OFFLINE_ACCESS in offer.scopes or ONLINE_ACCESS in offer.scopes
     return html_page(render_consent(action=auth_url(request, "consent"), hidden=hidden,
-                                    client_name=pending.client_id, user_display=user_display,
+                                    client_name=await _client_name(request, pending.client_id),
+                                    user_display=user_display,
                                     choices=offer.choices(), patient_display=patient_display, offline=offline,
                                     for_clinician=offer.for_clinician))
 
@@ -259,7 +263,8 @@ async def choose_patient(request: Request) -> Response:
     if not is_clinician(user) or not chosen or await _directory(request).display(f"Patient/{chosen}") is None:
         patients = await _directory(request).patients(100)
         return html_page(render_patient_picker(action=auth_url(request, "patient"), hidden={"request": pending.id},
-                                               patients=patients, client_name=pending.client_id,
+                                               patients=patients,
+                                               client_name=await _client_name(request, pending.client_id),
                                                error="Choose one of the listed patients"), status=400)
     pending.patient = chosen
     await in_thread(auth_service(request).records.put_pending, pending)

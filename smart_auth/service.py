@@ -16,6 +16,7 @@ from .tokens import RevokedGrants, TokenService
 
 class AuthService:
     KEY_RELOAD_EVERY = 60.0  # seconds: how soon a `keys rotate` reaches running servers
+    PURGE_EVERY = 600.0  # seconds: expired codes, grants, jtis, sessions are deleted this often
 
     def __init__(self, store: RecordStore):
         self.store = store
@@ -24,6 +25,7 @@ class AuthService:
         self.revoked = RevokedGrants(self.records)
         self.tokens = TokenService(self.keys, self.revoked)
         self._keys_loaded = 0.0
+        self._purged = 0.0
 
     @classmethod
     def from_url(cls, database_url: str) -> "AuthService":
@@ -49,3 +51,7 @@ class AuthService:
         if time.monotonic() - self._keys_loaded >= self.KEY_RELOAD_EVERY:
             self._keys_loaded = time.monotonic()
             await asyncio.to_thread(self.keys.load)
+        if time.monotonic() - self._purged >= self.PURGE_EVERY:
+            # Expired records are already invisible; this only keeps the tables from growing.
+            self._purged = time.monotonic()
+            await asyncio.to_thread(self.store.purge_expired)
