@@ -18,8 +18,17 @@ processes on two cores), hence the default of one. `--client httpx` is kept to s
 The table's "client CPU" column is the check on every run: client CPU time over wall time; near 100%
 per client process means the client is the bottleneck.
 
+With --auth the server runs with authorization on (no --no-auth): every request carries one
+access token minted before the clock starts (straight from the server's record store, as the
+SMART tests do), so the numbers include the resource server's token check (a verified token's
+Principal is cached, so after the first request that is a dictionary lookup plus the expiry and
+revocation checks) and the access decision for --token-scope. Two more phases then read one
+Patient N times: with that token, and with a patient/*.rs token for that Patient (the
+patient-compartment check on the read path).
+
 Run from the project root:
     .venv/bin/python bench/rest_throughput.py [--patients 10000] [--concurrency 32] [--json out.json]
+    .venv/bin/python bench/rest_throughput.py --auth [--token-scope "system/*.cruds"]
 """
 
 from __future__ import annotations
@@ -212,6 +221,7 @@ class Phase:
     client: str  # "raw" or "httpx"
     connections: int
     check_ids: bool = False  # for reads of the real server: the body must carry the id asked for
+    token: str | None = None  # with --auth: sent as `Authorization: Bearer <token>` on every request
 
 
 @dataclass
@@ -226,6 +236,8 @@ class WorkerResult:
 
 def _raw_requests(phase: Phase, items: list[Any]) -> list[bytes]:
     host = f"Host: 127.0.0.1:{phase.port}\r\nAccept: application/fhir+json\r\n"
+    if phase.token:
+        host += f"Authorization: Bearer {phase.token}\r\n"
     if phase.kind == "create":
         return [(f"POST /Patient HTTP/1.1\r\n{host}Content-Type: application/fhir+json\r\n"
                  f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in items]
@@ -285,6 +297,8 @@ async def _run_httpx(phase: Phase, items: list[Any], barrier: Any, res: WorkerRe
 
     limits = httpx.Limits(max_connections=phase.connections, max_keepalive_connections=phase.connections)
     headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+    if phase.token:
+        headers["Authorization"] = f"Bearer {phase.token}"
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{phase.port}", limits=limits, headers=headers,
                                  timeout=PHASE_TIMEOUT_S) as client:
         # Open the pool's connections before the clock starts, as the raw client does.
@@ -405,11 +419,47 @@ def _machine_busy_seconds() -> float:
         return float("nan")
 
 
+# -- access tokens (--auth) ------------------------------------------------------------------
+
+
+def mint_token(database: Path, base: str, scope: str, patient: str | None = None) -> str:
+    """An access token from the running server's own record store (same SQLite file, same signing
+    key), as an EHR backend or the SMART tests hold one: issuer and audience are the FHIR base."""
+    from smart_auth.service import AuthService
+
+    svc = AuthService.from_url(f"sqlite:///{database}")
+    svc.open_sync()  # the server created its signing key at start-up; this handle reads it
+    try:
+        token, _ = svc.tokens.access_token(issuer=base, audience=base, client_id="bench", subject="bench",
+                                           scope=scope, grant_id=uuid.uuid4().hex, patient=patient)
+    finally:
+        svc.store.close()
+    return token
+
+
+def check_token(port: int, token: str, what: str) -> None:
+    """One read with the token before anything is timed: the server derives its base URL from the
+    Host header (127.0.0.1:<port>, as the raw client sends it), so the token's iss/aud must match."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # sends Host: 127.0.0.1:<port>
+    try:
+        c.request("GET", f"/Patient/{uuid.uuid4()}", headers={"Accept": "application/fhir+json",
+                                                             "Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        body = r.read()
+    finally:
+        c.close()
+    if r.status != 404:  # 404: the token was accepted and the read allowed; the id does not exist
+        raise RuntimeError(f"the {what} token is refused: HTTP {r.status} "
+                           f"{r.getheader('WWW-Authenticate') or ''} {body[:300]!r}")
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    cols = [("phase", "phase", "<15"), ("requests", "requests", ">8"), ("errors", "errors", ">6"),
+    cols = [("phase", "phase", "<18"), ("requests", "requests", ">8"), ("errors", "errors", ">6"),
             ("rps", "req/s", ">8"), ("p50_ms", "p50 ms", ">7"), ("p90_ms", "p90 ms", ">7"),
             ("p99_ms", "p99 ms", ">7"), ("max_ms", "max ms", ">7"), ("client_cpu_pct", "client CPU%", ">11"),
             ("server_cpu_pct", "server CPU%", ">11"), ("other_cpu_pct", "other CPU%", ">10")]
@@ -429,6 +479,9 @@ def main() -> int:
     parser.add_argument("--db-dir", default=None, help="where the SQLite file goes (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    parser.add_argument("--auth", action="store_true",
+                        help="run the server with authorization on; every request carries a bearer token")
+    parser.add_argument("--token-scope", default="system/*.cruds", help="with --auth: the token's scope")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
 
@@ -443,12 +496,13 @@ def main() -> int:
         "client_procs": args.client_procs, "bare_runs": args.bare_runs, "patient_source": source,
         "mean_body_bytes": round(sum(map(len, bodies)) / len(bodies)), "database": str(tmp / "fhir.db"),
         "sqlite_synchronous": os.environ.get("FHIR_SQLITE_SYNCHRONOUS", "FULL (server default)"),
+        "auth": args.auth, "token_scope": args.token_scope if args.auth else None,
     }
     machine = {"nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     print(f"machine: {machine}\nsettings: {settings}", flush=True)
 
-    def phase(name: str, port: int, kind: str, check: bool = False) -> Phase:
-        return Phase(name, port, kind, args.client, args.concurrency, check)
+    def phase(name: str, port: int, kind: str, check: bool = False, token: str | None = None) -> Phase:
+        return Phase(name, port, kind, args.client, args.concurrency, check, token)
 
     rows: list[dict[str, Any]] = []
     ids: list[str] = []
@@ -456,19 +510,38 @@ def main() -> int:
     try:
         if "server" in targets:
             port = free_port()
-            server = Server([sys.executable, "-m", "fhir_server", "serve", "--no-auth", "--host", "127.0.0.1",
-                             "--port", str(port), "--database", f"sqlite:///{tmp / 'fhir.db'}",
+            database = tmp / "fhir.db"
+            server = Server([sys.executable, "-m", "fhir_server", "serve", *([] if args.auth else ["--no-auth"]),
+                             "--host", "127.0.0.1", "--port", str(port), "--database", f"sqlite:///{database}",
                              "--log-level", "warning"], port, tmp / "server.log")
             server.wait_ready()
             pid = server.proc.pid
-            warm_ids = run_phase(phase("warm-up create", port, "create"), bodies[:warm], 1, pid)["ids"]
-            run_phase(phase("warm-up read", port, "read"), warm_ids, 1, pid)
-            created = run_phase(phase("server create", port, "create"), bodies[warm:], args.client_procs, pid)
+            base = f"http://127.0.0.1:{port}"  # what the server derives from the Host header we send
+            token = None
+            if args.auth:
+                token = mint_token(database, base, args.token_scope)
+                check_token(port, token, args.token_scope)
+            warm_ids = run_phase(phase("warm-up create", port, "create", token=token), bodies[:warm], 1, pid)["ids"]
+            run_phase(phase("warm-up read", port, "read", token=token), warm_ids, 1, pid)
+            created = run_phase(phase("server create", port, "create", token=token), bodies[warm:],
+                                args.client_procs, pid)
             ids = created.pop("ids")
             random.Random(args.seed).shuffle(ids)
-            read = run_phase(phase("server read", port, "read", check=True), ids, args.client_procs, pid)
+            read = run_phase(phase("server read", port, "read", check=True, token=token), ids, args.client_procs, pid)
             read.pop("ids")
             rows += [created, read]
+            if args.auth and ids:
+                # The same Patient read N times: first with the --token-scope token (the control),
+                # then with a patient/*.rs token for that Patient, which makes every read parse the
+                # stored body and check it is in the patient's compartment (smart_auth/access.py).
+                one = ids[0]
+                patient_token = mint_token(database, base, "patient/*.rs", patient=one)
+                check_token(port, patient_token, "patient/*.rs")
+                for name, tok in (("one-patient read", token), ("patient-token read", patient_token)):
+                    row = run_phase(phase(name, port, "read", check=True, token=tok), [one] * len(ids),
+                                    args.client_procs, pid)
+                    row.pop("ids")
+                    rows.append(row)
             server.stop()
             log = server.log_path.read_text(errors="replace")
             if "ERROR" in log or "Traceback" in log:
@@ -512,6 +585,10 @@ def main() -> int:
             ratios[label] = round(by[ours]["rps"] / by[bare]["rps"], 3)
     if ratios:
         print("\nserver/bare req/s: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    if "one-patient read" in by and "patient-token read" in by and by["one-patient read"]["rps"]:
+        ratios["patient_token"] = round(by["patient-token read"]["rps"] / by["one-patient read"]["rps"], 3)
+        print(f"patient-token/one-patient read req/s: {ratios['patient_token']:.3f} "
+              f"(the patient-compartment check on each read, with the same Patient and connections)")
     for r in rows:
         if r["error_kinds"]:
             print(f"errors in {r['phase']}: {r['error_kinds']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from authlib.oauth2.rfc6749 import ClientMixin
 
 from .access import UnenforceableScope, check_scope
@@ -10,6 +12,7 @@ from .scopes import InvalidScope, ResourceScope, ScopeSet
 from .store.records import Client
 
 PRIVATE_KEY_JWT = "private_key_jwt"
+_VERIFIED_SECRETS: set[tuple[str, str, str]] = set()
 
 
 def enforceable(scope: ResourceScope) -> bool:
@@ -61,7 +64,21 @@ class SmartClient(ClientMixin):
         return redirect_uri in self.record.redirect_uris  # exact match (SMART: fully specified)
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return self.record.secret_hash is not None and verify_secret(self.record.secret_hash, client_secret)
+        """argon2 costs ~90 ms, and a confidential client sends its secret with every token and
+        introspection request: a secret that verified is remembered (by its SHA-256, tied to the
+        stored hash, so a changed secret is verified afresh)."""
+        stored = self.record.secret_hash
+        if stored is None or not isinstance(client_secret, str):
+            return False
+        key = (self.record.client_id, stored, hashlib.sha256(client_secret.encode()).hexdigest())
+        if key in _VERIFIED_SECRETS:
+            return True
+        if not verify_secret(stored, client_secret):
+            return False
+        if len(_VERIFIED_SECRETS) >= 1024:
+            _VERIFIED_SECRETS.clear()
+        _VERIFIED_SECRETS.add(key)
+        return True
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == self.record.auth_method or (

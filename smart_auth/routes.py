@@ -10,7 +10,7 @@ import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from . import authorize as browser
 from .discovery import SMART_STYLE, openid_configuration, smart_configuration
@@ -117,18 +117,21 @@ async def manage(request: Request) -> Response:
 ROUTES = [
     Route("/.well-known/smart-configuration", well_known_smart, methods=["GET"]),
     Route("/.well-known/openid-configuration", well_known_openid, methods=["GET"]),
-    Route("/auth/jwks", jwks, methods=["GET"]),
-    Route("/auth/smart-style.json", smart_style, methods=["GET"]),
-    Route("/auth/authorize", browser.authorize, methods=["GET", "POST"]),
-    Route("/auth/login", browser.login_form, methods=["GET"]),
-    Route("/auth/login", browser.login, methods=["POST"]),
-    Route("/auth/logout", browser.logout, methods=["POST"]),
-    Route("/auth/patient", browser.choose_patient, methods=["POST"]),
-    Route("/auth/consent", browser.consent_form, methods=["GET"]),
-    Route("/auth/consent", browser.consent, methods=["POST"]),
-    Route("/auth/ehr-launch", browser.ehr_launch, methods=["GET"]),
-    Route("/auth/manage", manage, methods=["GET", "POST"]),
-    Route("/auth/token", token, methods=["POST"]),
-    Route("/auth/introspect", introspect, methods=["POST"]),
-    Route("/auth/revoke", revoke, methods=["POST"]),
+    # One prefix to test on every FHIR request instead of each of these routes in turn.
+    Mount("/auth", routes=[
+        Route("/jwks", jwks, methods=["GET"]),
+        Route("/smart-style.json", smart_style, methods=["GET"]),
+        Route("/authorize", browser.authorize, methods=["GET", "POST"]),
+        Route("/login", browser.login_form, methods=["GET"]),
+        Route("/login", browser.login, methods=["POST"]),
+        Route("/logout", browser.logout, methods=["POST"]),
+        Route("/patient", browser.choose_patient, methods=["POST"]),
+        Route("/consent", browser.consent_form, methods=["GET"]),
+        Route("/consent", browser.consent, methods=["POST"]),
+        Route("/ehr-launch", browser.ehr_launch, methods=["GET"]),
+        Route("/manage", manage, methods=["GET", "POST"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/introspect", introspect, methods=["POST"]),
+        Route("/revoke", revoke, methods=["POST"]),
+    ]),
 ]
