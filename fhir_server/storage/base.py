@@ -8,13 +8,19 @@ a MongoDB replica set) is all a caller needs.
 
 Search plugs in as another read method taking a backend-neutral query (fhir_server/search), and
 index rows are written by the backend inside the same unit of work as the version they index.
+
+The transactional outbox lives here too (DESIGN.md, "outbox/"): whatever must happen because of a
+change is enqueued as an OutboxJob by the unit of work that makes the change, in the same backend
+transaction, and the store leases due jobs to the worker (fhir_server/outbox) afterwards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, AsyncContextManager, Callable, Iterable, Protocol, runtime_checkable
+from typing import (
+    TYPE_CHECKING, AsyncContextManager, Callable, Collection, Iterable, Literal, Protocol, runtime_checkable,
+)
 
 if TYPE_CHECKING:
     from ..search.query import SearchQuery
@@ -73,6 +79,42 @@ class SearchPage:
     previous_cursor: tuple | None  # ("before", [...]) for the previous page, None on the first
 
 
+JobState = Literal["pending", "leased", "done", "dead"]
+PENDING: JobState = "pending"  # waiting for available_at
+LEASED: JobState = "leased"  # a worker holds it until leased_until (then anyone may claim it again)
+DONE: JobState = "done"  # its handler succeeded; kept, so the (kind, key) stays taken
+DEAD: JobState = "dead"  # given up on (Permanent, or too many attempts): waits for requeue_job
+JOB_STATES: tuple[JobState, ...] = (PENDING, LEASED, DONE, DEAD)
+
+MAX_ERROR_CHARS = 500
+"""last_error is cut to this length by the store. It describes what went wrong (an error class, a
+gateway status code), never patient data: the worker records what the handler says, not payloads."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxJob:
+    """A durable job, committed with the change that caused it (the transactional outbox).
+
+    `key` is unique per `kind` (the idempotency key, e.g. a SCRIPT MessageID): enqueueing it again
+    returns the job already there, so a change retried by its client cannot enqueue twice. Delivery is
+    at least once: a handler must tolerate running again for the same job (its lease can expire
+    while it runs), which is what the key is for at the receiving end.
+    """
+
+    id: str
+    kind: str  # what to do, e.g. "erx.send"; the worker picks the handler by it
+    key: str  # unique per kind: the idempotency key
+    payload: dict = field(repr=False)  # what the handler needs (may hold patient data: never logged, not in repr)
+    state: JobState
+    attempts: int  # claims so far (the running attempt's number while leased)
+    available_at: datetime  # not claimed before this (retries back off by moving it)
+    leased_until: datetime | None  # while leased: when the lease expires and the job is claimable again
+    last_error: str | None  # the last failure, short and free of patient data
+    created_at: datetime
+    updated_at: datetime
+    lease_token: str | None = None  # while leased: proves the holder (complete/retry/dead-letter need it)
+
+
 @runtime_checkable
 class ResourceReader(Protocol):
     """Reads shared by the store (committed data) and a unit of work (its own view)."""
@@ -113,8 +155,56 @@ class UnitOfWork(ResourceReader, Protocol):
     ) -> StoredVersion | None:
         """Record a deletion; return the marker, or None when there was nothing live to delete."""
 
+    async def enqueue(
+        self, kind: str, key: str, payload: dict, *, available_at: datetime | None = None
+    ) -> OutboxJob:
+        """Add a job to the outbox in this unit of work's transaction: it exists once the unit of
+        work commits, and never if it rolls back. When (kind, key) is already taken (by a job of
+        any state, or earlier in this unit of work) nothing is written and that job is returned.
+        `available_at` (default: now) delays the first attempt."""
 
-class Store(ResourceReader, Protocol):
+
+class Outbox(Protocol):
+    """The store's side of the outbox: leasing due jobs to workers and recording what happened.
+
+    Every state change after a claim names the lease it was made under (`lease_token`): a worker
+    whose lease expired and whose job another worker has since claimed changes nothing (the call
+    returns False). `now` parameters default to the wall clock (tests pass a fake one)."""
+
+    async def claim_jobs(
+        self, kinds: Collection[str], *, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[OutboxJob]:
+        """Atomically lease up to `limit` due jobs of these kinds, oldest due first: pending with
+        available_at <= now, or leased with leased_until <= now (their worker died or hung). Each
+        gets a new lease_token, leased_until = now + lease_seconds, and attempts + 1. No job is
+        ever held by two unexpired leases."""
+
+    async def complete_job(self, job_id: str, *, lease_token: str, now: datetime | None = None) -> bool:
+        """leased -> done, if `lease_token` still holds the job."""
+
+    async def retry_job(
+        self, job_id: str, *, lease_token: str, available_at: datetime, error: str, now: datetime | None = None
+    ) -> bool:
+        """leased -> pending until `available_at`, recording `error`, if `lease_token` still holds the job."""
+
+    async def dead_letter_job(
+        self, job_id: str, *, lease_token: str, error: str, now: datetime | None = None
+    ) -> bool:
+        """leased -> dead, recording `error`, if `lease_token` still holds the job."""
+
+    async def requeue_job(self, job_id: str, *, now: datetime | None = None) -> OutboxJob | None:
+        """dead -> pending, due now, attempts back to 0 (an operator's retry). None when the job
+        does not exist or is not dead."""
+
+    async def get_job(self, job_id: str) -> OutboxJob | None: ...
+
+    async def jobs(
+        self, kind: str | None = None, states: Collection[str] | None = None, limit: int = 100
+    ) -> list[OutboxJob]:
+        """Jobs of that kind and those states (any when None), newest first."""
+
+
+class Store(ResourceReader, Outbox, Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

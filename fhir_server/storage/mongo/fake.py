@@ -13,7 +13,10 @@ For tests only: `MongoStore(url, client=FakeAsyncMongoClient())`. What it is and
   one fails with a WriteConflict labelled TransientTransactionError, as a second transaction
   writing the same (counter) document does on a real server. Read/write concerns, snapshot read
   sessions, retries, commit errors, failover, sharding and the 60 s transaction limit are not
-  emulated.
+  emulated. A write without a session while a transaction is open (the outbox worker's claims and
+  outcomes) goes to the committed state and is mirrored into the transaction's, so it survives
+  that transaction's commit and abort alike, as on a server (where it would conflict only with a
+  document the transaction wrote: not emulated).
 - Every document, filter, update and pipeline goes through a real BSON encode and decode (PyMongo's
   bson) on its way in, so what the backend sends must be encodable and is stored as a server
   would return it (bytes as binary, ints as int32/int64, +-inf as doubles).
@@ -214,6 +217,13 @@ class FakeCollection:
     def _coll(self, session):
         return self._client._target(session)[self._database][self.name]
 
+    def _mirror(self, session):
+        """The transaction's (live) collection when a write without a session happens while a
+        transaction is open: the write must land there too, or its commit would drop it."""
+        if session is None and self._client._committed is not None:
+            return self._client._live[self._database][self.name]
+        return None
+
     async def find_one(self, filter=None, projection=None, *, session=None, **kwargs):
         return self._coll(session).find_one(_bson(filter), projection, **kwargs)
 
@@ -236,24 +246,48 @@ class FakeCollection:
         return self._coll(session).count_documents(_bson(filter))
 
     async def insert_one(self, document, *, session=None):
-        return self._coll(session).insert_one(_bson(document))
+        document = _bson(document)
+        result = self._coll(session).insert_one(copy.deepcopy(document))
+        if (live := self._mirror(session)) is not None:
+            live.insert_one(document)
+        return result
 
     async def replace_one(self, filter, replacement, upsert=False, *, session=None):
-        return self._coll(session).replace_one(_bson(filter), _bson(replacement), upsert=upsert)
+        result = self._coll(session).replace_one(_bson(filter), _bson(replacement), upsert=upsert)
+        if (live := self._mirror(session)) is not None:
+            live.replace_one(_bson(filter), _bson(replacement), upsert=upsert)
+        return result
 
     async def update_one(self, filter, update, upsert=False, *, session=None):
-        return self._coll(session).update_one(_bson(filter), _bson(update), upsert=upsert)
+        result = self._coll(session).update_one(_bson(filter), _bson(update), upsert=upsert)
+        if (live := self._mirror(session)) is not None:
+            live.update_one(_bson(filter), _bson(update), upsert=upsert)
+        return result
 
     async def find_one_and_update(self, filter, update, projection=None, *, upsert=False, return_document=False,
-                                  session=None, **kwargs):
-        return self._coll(session).find_one_and_update(_bson(filter), _bson(update), projection, upsert=upsert,
-                                                       return_document=return_document)
+                                  sort=None, session=None, **kwargs):
+        coll = self._coll(session)
+        result = coll.find_one_and_update(_bson(filter), _bson(update), projection, upsert=upsert,
+                                          sort=sort, return_document=return_document)
+        if (live := self._mirror(session)) is not None:
+            # the document the committed state chose, as it is now, replaces the transaction's copy
+            # (which may not match `filter`: it could have picked another one)
+            changed = coll.find_one(_bson(filter)) if result is None else coll.find_one({"_id": result["_id"]})
+            if changed is not None:
+                live.replace_one({"_id": changed["_id"]}, changed, upsert=True)
+        return result
 
     async def delete_one(self, filter, *, session=None):
-        return self._coll(session).delete_one(_bson(filter))
+        result = self._coll(session).delete_one(_bson(filter))
+        if (live := self._mirror(session)) is not None:
+            live.delete_one(_bson(filter))
+        return result
 
     async def delete_many(self, filter, *, session=None):
-        return self._coll(session).delete_many(_bson(filter))
+        result = self._coll(session).delete_many(_bson(filter))
+        if (live := self._mirror(session)) is not None:
+            live.delete_many(_bson(filter))
+        return result
 
     async def create_indexes(self, indexes, *, session=None):
         return self._coll(None).create_indexes(indexes)

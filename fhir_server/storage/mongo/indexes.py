@@ -12,12 +12,14 @@ for `{type: 1, id: 1}`: every read, vread, write and instance history names both
 shard, and server-assigned ids are random UUIDs, so chunks of one type spread evenly (with
 client-chosen sequential ids, use `{type: 1, id: "hashed"}` instead). The unique indexes below
 are prefixed by that key, as a sharded collection requires. `counters` holds one document and
-stays unsharded.
+stays unsharded, and so does `outbox` (small, and claimed by state and due time, not by a key a
+shard could be chosen by).
 """
 
 from __future__ import annotations
 
 from .documents import RESOURCES, VERSIONS
+from .outbox import OUTBOX
 
 # (collection, name, keys, options)
 INDEXES: list[tuple[str, str, list[tuple[str, int]], dict]] = [
@@ -45,6 +47,11 @@ INDEXES: list[tuple[str, str, list[tuple[str, int]], dict]] = [
     (VERSIONS, "type_seq", [("type", 1), ("_id", 1)], {}),
     (VERSIONS, "lu", [("lu", 1)], {}),
     (VERSIONS, "type_lu", [("type", 1), ("lu", 1)], {}),
+    # the outbox (outbox.py): one job per (kind, key); claims walk due pending jobs and expired leases
+    (OUTBOX, "kind_key", [("kind", 1), ("key", 1)], {"unique": True}),
+    (OUTBOX, "state_available", [("state", 1), ("available_at", 1)], {}),
+    (OUTBOX, "state_leased_until", [("state", 1), ("leased_until", 1)], {}),
+    (OUTBOX, "kind_state_created", [("kind", 1), ("state", 1), ("created_at", -1)], {}),
 ]
 
 
@@ -55,5 +62,5 @@ def index_models(collection: str) -> list:
 
 
 async def ensure_indexes(db) -> None:
-    for collection in (RESOURCES, VERSIONS):
+    for collection in (RESOURCES, VERSIONS, OUTBOX):
         await db[collection].create_indexes(index_models(collection))

@@ -35,15 +35,16 @@ import random
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Collection
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 
 from ...search.query import SearchQuery
-from ..base import HistoryPage, HistoryQuery, Indexer, SearchPage, StoredVersion
+from ..base import HistoryPage, HistoryQuery, Indexer, OutboxJob, SearchPage, StoredVersion
 from ..errors import ResourceExists, StorageError, VersionConflict
 from ..serialization import from_epoch_ms, to_epoch_ms, utc_now_ms, versioned_resource
+from . import outbox as mongo_outbox
 from . import search as mongo_search
 from .documents import (
     CHANGES,
@@ -59,6 +60,7 @@ from .documents import (
     version_document,
 )
 from .indexes import ensure_indexes
+from .outbox import OUTBOX
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,11 @@ class MongoStore:
         assert self._db is not None, "store not opened"
         return self._db[COUNTERS]
 
+    @property
+    def outbox(self):
+        assert self._db is not None, "store not opened"
+        return self._db[OUTBOX]
+
     @asynccontextmanager
     async def _read_session(self) -> AsyncIterator[Any]:
         """Several queries (a page, its total, its includes) on one point-in-time snapshot where
@@ -248,6 +255,39 @@ class MongoStore:
                 return done
             after = docs[-1]["rid"]
 
+    # -- the outbox (outbox.py): single-document atomic updates, no transaction ---------------
+
+    async def claim_jobs(
+        self, kinds: Collection[str], *, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[OutboxJob]:
+        if not kinds or limit <= 0:
+            return []
+        return await mongo_outbox.claim(self.outbox, list(kinds), limit, round(lease_seconds * 1000), _ms(now))
+
+    async def complete_job(self, job_id: str, *, lease_token: str, now: datetime | None = None) -> bool:
+        return await mongo_outbox.complete(self.outbox, job_id, lease_token, _ms(now))
+
+    async def retry_job(
+        self, job_id: str, *, lease_token: str, available_at: datetime, error: str, now: datetime | None = None
+    ) -> bool:
+        return await mongo_outbox.retry(self.outbox, job_id, lease_token, to_epoch_ms(available_at), error, _ms(now))
+
+    async def dead_letter_job(
+        self, job_id: str, *, lease_token: str, error: str, now: datetime | None = None
+    ) -> bool:
+        return await mongo_outbox.dead_letter(self.outbox, job_id, lease_token, error, _ms(now))
+
+    async def requeue_job(self, job_id: str, *, now: datetime | None = None) -> OutboxJob | None:
+        return await mongo_outbox.requeue(self.outbox, job_id, _ms(now))
+
+    async def get_job(self, job_id: str) -> OutboxJob | None:
+        return await mongo_outbox.get(self.outbox, job_id)
+
+    async def jobs(
+        self, kind: str | None = None, states: Collection[str] | None = None, limit: int = 100
+    ) -> list[OutboxJob]:
+        return await mongo_outbox.jobs(self.outbox, kind, states, limit)
+
     # -- writes ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -261,6 +301,10 @@ class MongoStore:
                 raise
             else:
                 await uow.commit()
+
+
+def _ms(now: datetime | None) -> int:
+    return to_epoch_ms(now if now is not None else utc_now_ms())
 
 
 async def _read_current(resources, resource_type: str, id: str, session) -> StoredVersion | None:
@@ -312,6 +356,8 @@ class MongoUnitOfWork:
         self._base_seq = 0
         self._writes = 0
         self._undo: list[tuple] = []  # without transactions: how to take back each write
+        self._jobs = 0  # jobs enqueued in the transaction
+        self._held_jobs: dict[tuple[str, str], dict] = {}  # without transactions: inserted at commit
 
     # -- beginning ------------------------------------------------------------------------
 
@@ -475,12 +521,41 @@ class MongoUnitOfWork:
         doc = await self._store.resources.find_one({"type": v.resource_type, "id": v.id}, {"version": 1})
         return doc["version"] if doc else None
 
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def enqueue(
+        self, kind: str, key: str, payload: dict, *, available_at: datetime | None = None
+    ) -> OutboxJob:
+        await self._begin()
+        assert self._stamp is not None
+        # created at the unit of work's lastUpdated, so the job and the change it follows agree
+        now = to_epoch_ms(self._stamp)
+        due = to_epoch_ms(available_at) if available_at is not None else now
+        doc = mongo_outbox.new_document(kind, key, payload, due, now)
+        if self._transactional:
+            stored = await mongo_outbox.insert_unless_taken(self._store.outbox, doc, self._session)
+            self._jobs += 1
+            return mongo_outbox.from_document(stored)
+        held = self._held_jobs.get((kind, key))
+        if held is None:
+            existing = await self._store.outbox.find_one({"kind": kind, "key": key})
+            if existing is not None:
+                return mongo_outbox.from_document(existing)
+            held = self._held_jobs[(kind, key)] = doc
+        return mongo_outbox.from_document(held)
+
+    async def _insert_held_jobs(self) -> None:
+        held, self._held_jobs = self._held_jobs, {}
+        for doc in held.values():
+            await mongo_outbox.insert_unless_taken(self._store.outbox, doc, None)
+
     # -- ending ------------------------------------------------------------------------------
 
     async def commit(self) -> None:
         if not self._begun:
             return
         if not self._transactional:
+            await self._insert_held_jobs()
             return
         try:
             if self._writes:
@@ -489,6 +564,7 @@ class MongoUnitOfWork:
                     {"_id": CHANGES},
                     {"$set": {"seq": self._base_seq + self._writes, "lu": to_epoch_ms(self._stamp)}},
                     session=self._session)
+            if self._writes or self._jobs:
                 await self._commit_with_retry()
             else:
                 await self._abort_quietly()  # nothing written: just release the counter
@@ -514,6 +590,7 @@ class MongoUnitOfWork:
             await self._abort_quietly()
             await self._end_session()
             return
+        self._held_jobs.clear()
         await self._compensate()
 
     async def _compensate(self) -> None:

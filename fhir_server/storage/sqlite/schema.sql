@@ -105,4 +105,29 @@ CREATE TABLE IF NOT EXISTS idx_uri (
 CREATE INDEX IF NOT EXISTS idx_uri_by_value ON idx_uri (type, param, value, rid);
 CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid);
 
-PRAGMA user_version = 2;
+-- The transactional outbox (fhir_server/outbox, sqlite/outbox.py): jobs inserted by a unit of work in
+-- the same transaction as its resource versions, then leased to the worker. seq is the order of
+-- creation (claims take the oldest due job first); id is the job's public id (backend-neutral).
+-- Times are epoch milliseconds, UTC. A (kind, key) is taken for good: done jobs are kept.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT    NOT NULL UNIQUE,
+    kind         TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    payload      BLOB    NOT NULL,   -- JSON bytes
+    state        TEXT    NOT NULL CHECK (state IN ('pending', 'leased', 'done', 'dead')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    available_at INTEGER NOT NULL,
+    leased_until INTEGER,            -- set while leased
+    lease_token  TEXT,               -- set while leased: the holder's proof
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (kind, key)
+);
+-- Claiming walks due pending jobs in available_at order (outbox_due), and the few leased ones by
+-- kind and state (outbox_by_kind, which also serves listings of a kind).
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, available_at, seq);
+CREATE INDEX IF NOT EXISTS outbox_by_kind ON outbox (kind, state, seq);
+
+PRAGMA user_version = 3;

@@ -6,16 +6,16 @@ import asyncio
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Collection
 from urllib.parse import urlparse
 
 import orjson
 
 from ...search.query import SearchQuery
-from ..base import HistoryPage, HistoryQuery, Indexer, SearchPage, StoredVersion
+from ..base import HistoryPage, HistoryQuery, Indexer, OutboxJob, SearchPage, StoredVersion
 from ..errors import ResourceExists, VersionConflict
-from ..serialization import utc_now_ms, versioned_resource
-from . import index_tables, queries, search
+from ..serialization import to_epoch_ms, utc_now_ms, versioned_resource
+from . import index_tables, outbox, queries, search
 from .connections import ConnectionThreads
 
 class SQLiteStore:
@@ -91,6 +91,59 @@ class SQLiteStore:
             if count < batch_size:
                 return done
 
+    # -- the outbox (sqlite/outbox.py) ---------------------------------------------------------
+    # State changes run on the writer connection under the write lock, as short transactions of
+    # their own: a unit of work holds that connection's transaction open across awaits, and an
+    # outbox statement run meanwhile would join (and commit or roll back with) it.
+
+    async def _in_write_transaction(self, fn, *args):
+        def run():
+            conn = self._threads.writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+        async with self._write_lock:
+            return await self._threads.in_writer(run)
+
+    async def claim_jobs(
+        self, kinds: Collection[str], *, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[OutboxJob]:
+        if not kinds or limit <= 0:
+            return []
+        return await self._in_write_transaction(
+            outbox.claim, list(kinds), limit, round(lease_seconds * 1000), _ms(now))
+
+    async def complete_job(self, job_id: str, *, lease_token: str, now: datetime | None = None) -> bool:
+        return await self._in_write_transaction(outbox.complete, job_id, lease_token, _ms(now))
+
+    async def retry_job(
+        self, job_id: str, *, lease_token: str, available_at: datetime, error: str, now: datetime | None = None
+    ) -> bool:
+        return await self._in_write_transaction(
+            outbox.retry, job_id, lease_token, to_epoch_ms(available_at), error, _ms(now))
+
+    async def dead_letter_job(
+        self, job_id: str, *, lease_token: str, error: str, now: datetime | None = None
+    ) -> bool:
+        return await self._in_write_transaction(outbox.dead_letter, job_id, lease_token, error, _ms(now))
+
+    async def requeue_job(self, job_id: str, *, now: datetime | None = None) -> OutboxJob | None:
+        return await self._in_write_transaction(outbox.requeue, job_id, _ms(now))
+
+    async def get_job(self, job_id: str) -> OutboxJob | None:
+        return await self._threads.in_reader(lambda c: outbox.get(c, job_id))
+
+    async def jobs(
+        self, kind: str | None = None, states: Collection[str] | None = None, limit: int = 100
+    ) -> list[OutboxJob]:
+        return await self._threads.in_reader(lambda c: outbox.jobs(c, kind, states, limit))
+
     # -- writes ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -112,6 +165,10 @@ class SQLiteStore:
             now = self._last_stamp
         self._last_stamp = now
         return now
+
+
+def _ms(now: datetime | None) -> int:
+    return to_epoch_ms(now if now is not None else utc_now_ms())
 
 
 def _in_read_transaction(conn, fn, *args):
@@ -203,6 +260,14 @@ class SQLiteUnitOfWork:
             return StoredVersion(resource_type, id, current + 1, stamp, "DELETE", None, seq)
 
         return await self._run(delete)
+
+    async def enqueue(
+        self, kind: str, key: str, payload: dict, *, available_at: datetime | None = None
+    ) -> OutboxJob:
+        # created at the unit of work's lastUpdated, so the job and the change it follows agree
+        now = to_epoch_ms(self._stamp)
+        due = to_epoch_ms(available_at) if available_at is not None else now
+        return await self._run(outbox.enqueue, kind, key, payload, due, now)
 
     async def commit(self) -> None:
         if self._begun:
