@@ -20,6 +20,7 @@ VERSIONS: dict[str, dict[str, str]] = {
                 "TransactionVersion": "20170715", "StructuresVersion": "20170715", "ECLVersion": "20170715"},
 }
 MESSAGE_ID_MAX = 35  # an..35: a hyphenated UUID (36) does not fit, its hex form (32) does
+MAX_MESSAGE_BYTES = 1024 * 1024  # a SCRIPT message is kilobytes; anything this big is refused unparsed
 SENDER_SOFTWARE = ("fhir-async-telehealth", "fhir-async-telehealth e-Rx", "0.1")
 
 
@@ -58,8 +59,10 @@ def sub(parent: etree._Element, tag: str, text: str | None = None, **attributes:
     return child
 
 
-def build_message(header: Header, body: etree._Element, *, version: str = DEFAULT_VERSION) -> bytes:
-    """The whole message as UTF-8 bytes; `body` is the message-type element (NewRx, CancelRx, ...)."""
+def build_message(header: Header, body: etree._Element, *, version: str = DEFAULT_VERSION,
+                  sender_software: tuple[str, str, str] = SENDER_SOFTWARE) -> bytes:
+    """The whole message as UTF-8 bytes; `body` is the message-type element (NewRx, CancelRx, ...);
+    `sender_software` = (developer, product, version) for the Header's SenderSoftware."""
     if version not in VERSIONS:
         raise ValueError(f"SCRIPT version {version} is not supported (supported: {', '.join(VERSIONS)})")
     if not header.message_id or len(header.message_id) > MESSAGE_ID_MAX:
@@ -74,7 +77,7 @@ def build_message(header: Header, body: etree._Element, *, version: str = DEFAUL
     sub(head, "SentTime", format_sent_time(header.sent_time))
     software = sub(head, "SenderSoftware")
     for tag, value in zip(("SenderSoftwareDeveloper", "SenderSoftwareProduct", "SenderSoftwareVersionRelease"),
-                          SENDER_SOFTWARE):
+                          sender_software):
         sub(software, tag, value)
     if header.rx_reference_number:
         sub(head, "RxReferenceNumber", header.rx_reference_number)
@@ -91,7 +94,10 @@ def safe_parser() -> etree.XMLParser:
 
 
 def parse_document(xml: bytes) -> etree._Element:
-    """The root element of an untrusted document, refusing any DOCTYPE outright."""
+    """The root element of an untrusted document, refusing any DOCTYPE outright (and anything over
+    MAX_MESSAGE_BYTES before parsing it)."""
+    if len(xml) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"a SCRIPT message over {MAX_MESSAGE_BYTES} bytes is refused")
     try:
         tree = etree.fromstring(xml, safe_parser()).getroottree()
     except etree.XMLSyntaxError as err:
@@ -135,6 +141,8 @@ def parse_message(xml: bytes) -> tuple[Header, str, etree._Element]:
         sent_time = datetime.fromisoformat(sent.replace("Z", "+00:00")) if sent else datetime.now(timezone.utc)
     except ValueError:
         raise MessageError("SentTime is not a timestamp") from None
+    if sent_time.tzinfo is None:  # SCRIPT's SentTime is UTC; some senders leave the zone out
+        sent_time = sent_time.replace(tzinfo=timezone.utc)
     header = Header(
         to=(to_el.text or "").strip(), from_=(from_el.text or "").strip(), message_id=message_id,
         sent_time=sent_time, to_qualifier=to_el.get("Qualifier", ""), from_qualifier=from_el.get("Qualifier", ""),
