@@ -69,6 +69,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from profiles.canonical import CANONICAL_BASE
+
 from .envelope import Header
 from .inbound import (
     ERROR_CODES,
@@ -81,7 +83,7 @@ from .inbound import (
     VerifyMessage,
 )
 
-BASE = "http://fhir-async-telehealth.example"
+BASE = CANONICAL_BASE
 DELIVERY_STATUS_SYSTEM = f"{BASE}/CodeSystem/erx-delivery-status"
 TASK_CODE_SYSTEM = f"{BASE}/CodeSystem/erx-task"
 TASK_PARAMETER_SYSTEM = f"{BASE}/CodeSystem/erx-task-parameter"
