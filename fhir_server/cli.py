@@ -34,6 +34,14 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true", default=not defaults.auth_enabled,
                        help="serve without authorization: local experiments and tests only [FHIR_NO_AUTH=1]")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--erx-gateway", default=defaults.erx_gateway,
+                       help="e-prescribing gateway URL: MedicationRequests sent as NCPDP SCRIPT [FHIR_ERX_GATEWAY]")
+    serve.add_argument("--erx-sender-id", default=defaults.erx_sender_id,
+                       help="this system's account id at the gateway [FHIR_ERX_SENDER_ID]")
+    serve.add_argument("--erx-inbound-token", default=defaults.erx_inbound_token,
+                       help="bearer secret the gateway presents on /erx/inbound [FHIR_ERX_INBOUND_TOKEN]")
+    serve.add_argument("--erx-max-attempts", type=int, default=defaults.erx_max_attempts,
+                       help="deliveries tried before a transmission is dead-lettered [FHIR_ERX_MAX_ATTEMPTS]")
     reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
                                                   "(after the search-parameter registry changed)")
     reindex.add_argument("--database", default=defaults.database_url, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
@@ -54,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(replace(
             defaults, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url,
             max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth, workers=args.workers,
+            erx_gateway=args.erx_gateway, erx_sender_id=args.erx_sender_id,
+            erx_inbound_token=args.erx_inbound_token, erx_max_attempts=args.erx_max_attempts,
         ), args.log_level)
     if args.command == "reindex":
         return asyncio.run(reindex(args.database))

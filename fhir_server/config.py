@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .erx.config import ErxSettings
+
 DEFAULT_DATABASE = "sqlite:///data/fhir.db"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 
@@ -23,6 +25,15 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     sqlite_synchronous: str = "FULL"
     workers: int = 1  # uvicorn worker processes (each validates on its own core; SQLite serialises writes)
+    erx_gateway: str | None = None  # e-prescribing gateway URL (SCRIPT over HTTPS); None: e-Rx off
+    erx_sender_id: str = "TELEHEALTH"  # this system's account id at the gateway
+    erx_inbound_token: str | None = None  # bearer secret the gateway presents on /erx/inbound
+    erx_max_attempts: int = 8
+
+    @property
+    def erx(self) -> ErxSettings:
+        return ErxSettings(gateway_url=self.erx_gateway, sender_id=self.erx_sender_id,
+                           inbound_token=self.erx_inbound_token, max_attempts=self.erx_max_attempts)
 
     def to_env(self) -> dict[str, str]:
         """The environment from_env() reads back: how worker processes receive the settings."""
@@ -37,6 +48,12 @@ class Settings:
         }
         if self.base_url:
             env["FHIR_BASE_URL"] = self.base_url
+        env["FHIR_ERX_SENDER_ID"] = self.erx_sender_id
+        env["FHIR_ERX_MAX_ATTEMPTS"] = str(self.erx_max_attempts)
+        if self.erx_gateway:
+            env["FHIR_ERX_GATEWAY"] = self.erx_gateway
+        if self.erx_inbound_token:
+            env["FHIR_ERX_INBOUND_TOKEN"] = self.erx_inbound_token
         return env
 
     @classmethod
@@ -52,4 +69,8 @@ class Settings:
             max_body_bytes=int(env.get("FHIR_MAX_BODY_BYTES", cls.max_body_bytes)),
             sqlite_synchronous=env.get("FHIR_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous),
             workers=int(env.get("FHIR_WORKERS", cls.workers)),
+            erx_gateway=env.get("FHIR_ERX_GATEWAY") or None,
+            erx_sender_id=env.get("FHIR_ERX_SENDER_ID", cls.erx_sender_id),
+            erx_inbound_token=env.get("FHIR_ERX_INBOUND_TOKEN") or None,
+            erx_max_attempts=int(env.get("FHIR_ERX_MAX_ATTEMPTS", cls.erx_max_attempts)),
         )

@@ -19,6 +19,7 @@ from smart_auth.server import SmartAuthorizationServer
 from smart_auth.service import AuthService
 
 from ..config import Settings
+from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
 from ..interactions.validation import warm_up
 from ..search.extract import extract_index
@@ -37,6 +38,8 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous, indexer=extract_index)
     if settings.auth_enabled and auth is None:
         auth = AuthService.from_url(settings.database_url)
+    erx = erx_components(settings.erx, store)  # e-prescribing, when a gateway is configured
+    store = erx.store
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,9 +51,13 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # every full collection walks them all and stalls every request in flight for 100+ ms.
         gc.collect()
         gc.freeze()
+        if erx.worker is not None:
+            erx.worker.start()
         try:
             yield
         finally:
+            if erx.worker is not None:
+                await erx.worker.stop()
             if auth is not None:
                 await auth.close()
             await store.close()
@@ -64,11 +71,12 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
         # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
-        routes=[*(SMART_ROUTES if auth is not None else []), *ROUTES],
+        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *ROUTES],
     )
     app.state.settings = settings
     app.state.store = store
     app.state.auth = auth  # None with --no-auth: every request is served unrestricted
+    app.state.erx_settings = settings.erx
     if auth is not None:
         app.state.authorization_server = SmartAuthorizationServer(auth)
         app.state.patient_directory = StorePatientDirectory(store)

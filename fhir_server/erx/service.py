@@ -1,0 +1,33 @@
+"""Wiring e-prescribing into the app when a gateway is configured: the trigger as a write hook on
+MedicationRequest, the outbox worker with the delivery handler, and the gateway's inbound route."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..interactions.write_hooks import HookedStore, WriteHooks
+from ..outbox import OutboxWorker
+from ..storage import Store
+from .config import ErxSettings
+
+
+@dataclass
+class ErxComponents:
+    store: Store  # the app's store: units of work run the trigger
+    worker: OutboxWorker | None = None
+    routes: list = field(default_factory=list)
+
+
+def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
+    if not settings.enabled:
+        return ErxComponents(store)
+    from .delivery import ErxDelivery
+    from .inbound import ROUTES
+    from .trigger import JOB_KIND, ErxTrigger
+
+    hooks = WriteHooks()
+    hooks.register("MedicationRequest", ErxTrigger(settings))
+    hooked = HookedStore(store, hooks)
+    worker = OutboxWorker(hooked, {JOB_KIND: ErxDelivery(hooked, settings).handle},
+                          max_attempts=settings.max_attempts)
+    return ErxComponents(hooked, worker, list(ROUTES))

@@ -1,0 +1,100 @@
+"""When a MedicationRequest write means a message to the pharmacy (a write hook, so the message,
+its transmission Task and its outbox job commit with the write, or not at all).
+
+- NewRx: the MedicationRequest is `active`, an order (intent order/original-order/instance-order),
+  names its pharmacy (`dispenseRequest.performer`), and has no NewRx on its way or delivered (a
+  NewRx that failed for good may be followed by a new one once the request is fixed).
+- CancelRx: the MedicationRequest became cancelled, stopped or entered-in-error while a NewRx of it
+  was on its way or delivered, and no CancelRx was sent for it yet (the pharmacy's approval of a
+  cancel also makes the request `cancelled`: that must not send another).
+
+The message is built and validated here, in the write: a prescription that cannot be sent safely
+is refused with the mapper's 422 (every missing element named) and nothing is stored. The exact
+bytes go into the job's payload, so every retry resends the same message with the same MessageID.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+
+from mappers.ncpdp.cancelrx import build_cancelrx
+from mappers.ncpdp.envelope import new_message_id
+from mappers.ncpdp.newrx import build_newrx
+from mappers.ncpdp.reflect import business_status, transmission_task, transmitted_message_id, transmitted_message_type
+from mappers.ncpdp.resources import resolve_context
+
+from ..interactions.search import build_query
+from ..storage import StoredVersion, UnitOfWork
+from .config import ErxSettings
+
+JOB_KIND = "erx.send"
+ORDER_INTENTS = {"order", "original-order", "instance-order"}
+CANCELLED = {"cancelled", "stopped", "entered-in-error"}
+FAILED_FOR_GOOD = {"error", "dead-letter"}
+
+
+def sendable(medication_request: dict) -> bool:
+    return (medication_request.get("status") == "active"
+            and medication_request.get("intent") in ORDER_INTENTS
+            and bool((medication_request.get("dispenseRequest") or {}).get("performer")))
+
+
+async def transmissions(uow: UnitOfWork, medication_request_id: str) -> list[dict]:
+    """The transmission Tasks of a MedicationRequest, oldest first."""
+    query = build_query(["Task"], [("focus", f"MedicationRequest/{medication_request_id}"), ("_count", "1000")])
+    page = await uow.search(query)
+    tasks = [orjson.loads(v.body) for v in page.matches if v.body]
+    tasks = [t for t in tasks if transmitted_message_type(t)]
+    return sorted(tasks, key=lambda t: t.get("authoredOn", ""))
+
+
+def _reader(uow: UnitOfWork):
+    """resolve_context's `read`: a (relative, absolute or versioned) reference -> the resource."""
+
+    async def read(reference: str) -> dict | None:
+        parts = reference.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) < 2:
+            return None
+        version = await uow.read(parts[-2], parts[-1])
+        return orjson.loads(version.body) if version is not None and version.body else None
+
+    return read
+
+
+class ErxTrigger:
+    def __init__(self, settings: ErxSettings):
+        self.settings = settings
+
+    async def __call__(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
+        if stored.body is None:
+            return  # a deletion sends nothing (cancel a prescription by its status, not by deleting it)
+        mr = orjson.loads(stored.body)
+        wants_newrx, wants_cancel = sendable(mr), mr.get("status") in CANCELLED
+        if not (wants_newrx or wants_cancel):
+            return
+        sent = await transmissions(uow, stored.id)
+        live_newrx = [t for t in sent if transmitted_message_type(t) == "NewRx"
+                      and business_status(t) not in FAILED_FOR_GOOD]
+        if wants_newrx and not live_newrx:
+            await self._queue(uow, mr, "NewRx")
+        elif wants_cancel and live_newrx and not any(transmitted_message_type(t) == "CancelRx" for t in sent):
+            original = transmitted_message_id(live_newrx[-1])
+            await self._queue(uow, mr, "CancelRx", original_message_id=original)
+
+    async def _queue(self, uow: UnitOfWork, mr: dict, message_type: str, *, original_message_id: str | None = None) -> None:
+        ctx = await resolve_context(mr, _reader(uow))
+        message_id = new_message_id()
+        if message_type == "NewRx":
+            xml = build_newrx(ctx, sender_id=self.settings.sender_id, message_id=message_id)
+        else:
+            xml = build_cancelrx(ctx, original_message_id=original_message_id, sender_id=self.settings.sender_id,
+                                 message_id=message_id)
+        task = transmission_task(mr, message_type, message_id)
+        task_id = str(uuid.uuid4())
+        await uow.write("Task", task_id, task, method="POST", must_not_exist=True)
+        await uow.enqueue(JOB_KIND, message_id, {
+            "message_type": message_type, "message_id": message_id, "xml": xml.decode("utf-8"),
+            "medication_request": f"MedicationRequest/{mr['id']}", "task": f"Task/{task_id}",
+        })
