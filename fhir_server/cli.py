@@ -1,4 +1,4 @@
-"""Command line: `python -m fhir_server serve|reindex|clients|users|keys ...`."""
+"""Command line: `python -m fhir_server serve|reindex|clients|users|keys|erx ...`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     from smart_auth.admin import add_commands
 
     add_commands(commands, defaults.database_url)  # clients, users, keys: smart_auth/admin.py
+    from .erx.admin import add_commands as add_erx_commands
+
+    add_erx_commands(commands, defaults.database_url)  # erx list|retry: fhir_server/erx/admin.py
     return parser
 
 

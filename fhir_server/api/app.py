@@ -51,13 +51,11 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # every full collection walks them all and stalls every request in flight for 100+ ms.
         gc.collect()
         gc.freeze()
-        if erx.worker is not None:
-            erx.worker.start()
+        erx.start()
         try:
             yield
         finally:
-            if erx.worker is not None:
-                await erx.worker.stop()
+            await erx.stop()
             if auth is not None:
                 await auth.close()
             await store.close()

@@ -4,11 +4,15 @@ MedicationRequest, the outbox worker with the delivery handler, and the gateway'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..interactions.write_hooks import HookedStore, WriteHooks
 from ..outbox import OutboxWorker
 from ..storage import Store
 from .config import ErxSettings
+
+if TYPE_CHECKING:
+    from .delivery import ErxDelivery
 
 
 @dataclass
@@ -16,6 +20,17 @@ class ErxComponents:
     store: Store  # the app's store: units of work run the trigger
     worker: OutboxWorker | None = None
     routes: list = field(default_factory=list)
+    delivery: "ErxDelivery | None" = None
+
+    def start(self) -> None:
+        if self.worker is not None:
+            self.worker.start()
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.delivery is not None:
+            await self.delivery.aclose()
 
 
 def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
@@ -28,6 +43,7 @@ def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
     hooks = WriteHooks()
     hooks.register("MedicationRequest", ErxTrigger(settings))
     hooked = HookedStore(store, hooks)
-    worker = OutboxWorker(hooked, {JOB_KIND: ErxDelivery(hooked, settings).handle},
-                          max_attempts=settings.max_attempts)
-    return ErxComponents(hooked, worker, list(ROUTES))
+    delivery = ErxDelivery(hooked, settings)
+    # One attempt limit for both: the worker dead-letters the job when delivery marks the Task so.
+    worker = OutboxWorker(hooked, {JOB_KIND: delivery.handle}, max_attempts=settings.max_attempts)
+    return ErxComponents(hooked, worker, list(ROUTES), delivery)

@@ -25,7 +25,8 @@ Modes (`POST /control`, JSON; counters count down per request):
 is recorded and answered, the client just does not hear it, as when a network times out);
 `error_next` N answers SCRIPT Error `error_code`/`error_description_code`/`error_description`;
 `sync_status` forces the Status code; `late_answer` `verify|status|error|none`;
-`late_error_code`; `cancel_response` `approved|denied|none`; `callback_url`; `reset: true`.
+`late_error_code`; `cancel_response` `approved|denied|none`; `callback_url`; `callback_token` (sent
+as a Bearer token on callbacks); `reset: true`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Modes:
     late_error_code: str = "900"
     cancel_response: str = "none"
     callback_url: str | None = None
+    callback_token: str | None = None  # sent as `Authorization: Bearer` on callbacks, as a network's credentials
 
 
 @dataclass
@@ -182,6 +184,8 @@ class Gateway:
                 raise ControlError("callback_url must be an http(s) URL")
             if not self.allow_remote_callbacks and not is_loopback(parts.hostname):
                 raise ControlError("callback_url must be on loopback (start with --allow-remote to lift this)")
+        elif name == "callback_token" and value is not None and (not isinstance(value, str) or not value):
+            raise ControlError("callback_token must be a non-empty string")
         elif name in ("error_code", "late_error_code", "sync_status", "error_description_code", "error_description"):
             if value is not None and not isinstance(value, str):
                 raise ControlError(f"{name} must be a string")
@@ -288,8 +292,10 @@ class Gateway:
         async with httpx.AsyncClient(timeout=10.0) as client:
             for attempt in range(3):
                 try:
-                    response = await client.post(delivery.url, content=delivery.raw,
-                                                 headers={"Content-Type": "application/xml"})
+                    headers = {"Content-Type": "application/xml"}
+                    if self.modes.callback_token:
+                        headers["Authorization"] = f"Bearer {self.modes.callback_token}"
+                    response = await client.post(delivery.url, content=delivery.raw, headers=headers)
                     delivery.http_status, delivery.error = response.status_code, None
                     if response.status_code < 500:
                         break
