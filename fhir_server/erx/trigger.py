@@ -20,11 +20,13 @@ import uuid
 import orjson
 
 from mappers.ncpdp.cancelrx import build_cancelrx
-from mappers.ncpdp.envelope import new_message_id
+from mappers.ncpdp.codes import DEA_SCHEDULE_UNSPECIFIED
+from mappers.ncpdp.envelope import new_message_id, parse_document
 from mappers.ncpdp.newrx import build_newrx
 from mappers.ncpdp.reflect import business_status, transmission_task, transmitted_message_id, transmitted_message_type
 from mappers.ncpdp.resources import resolve_context
 
+from ..errors import UnprocessableEntity
 from ..interactions.search import build_query
 from ..storage import StoredVersion, UnitOfWork
 from .config import ErxSettings
@@ -33,6 +35,18 @@ JOB_KIND = "erx.send"
 ORDER_INTENTS = {"order", "original-order", "instance-order"}
 CANCELLED = {"cancelled", "stopped", "entered-in-error"}
 FAILED_FOR_GOOD = {"error", "dead-letter"}
+
+
+def refuse_controlled_substances(newrx: bytes) -> None:
+    """EPCS: a controlled substance's NewRx must be digitally signed by the prescriber (DEA, 21 CFR
+    1311), which this server does not do yet; such prescriptions are refused rather than sent unsigned
+    (a network would reject them anyway). DEA's telemedicine rules for async visits are the visit
+    issue's; this is the transport's own limit."""
+    schedule = parse_document(newrx).find(".//MedicationPrescribed/DrugCoded/DEASchedule/Code")
+    if schedule is not None and (schedule.text or "").strip() not in ("", DEA_SCHEDULE_UNSPECIFIED):
+        raise UnprocessableEntity(
+            "Controlled substances need an EPCS-signed NewRx, which this server cannot send yet: "
+            "prescribe it outside this system", expression="MedicationRequest.medication")
 
 
 def sendable(medication_request: dict) -> bool:
@@ -88,6 +102,7 @@ class ErxTrigger:
         message_id = new_message_id()
         if message_type == "NewRx":
             xml = build_newrx(ctx, sender_id=self.settings.sender_id, message_id=message_id)
+            refuse_controlled_substances(xml)
         else:
             xml = build_cancelrx(ctx, original_message_id=original_message_id, sender_id=self.settings.sender_id,
                                  message_id=message_id)

@@ -124,3 +124,12 @@ async def test_the_queued_task_is_stored_as_valid_r4(store):
     await put(store, erx.medication_request("amlodipine-tablet"))
     [task] = await tasks_of(store, "mr-amlodipine")
     check(orjson.loads(orjson.dumps(task)), "Task")
+
+
+async def test_a_controlled_substance_is_refused_until_epcs_signing_exists(store):
+    mr = erx.medication_request("oxycodone-schedule-ii")
+    mr["dispenseRequest"] = {**mr["dispenseRequest"], "numberOfRepeatsAllowed": 0}  # otherwise sendable
+    with pytest.raises(UnprocessableEntity) as refused:
+        await put(store, mr)
+    assert "EPCS" in refused.value.issues[0].diagnostics
+    assert await store.read("MedicationRequest", mr["id"]) is None
