@@ -24,6 +24,24 @@ _TYPE_LEVEL = ("read", "vread", "update", "patch", "delete", "history-instance",
 # CapabilityStatement.rest.interaction codes
 _SYSTEM_LEVEL = ("transaction", "batch", "search-system", "history-system")
 
+# How e-prescribing shows through FHIR (fhir_server/erx, mappers/ncpdp/reflect.py), when it is on.
+_ERX_DOCUMENTATION = {
+    "MedicationRequest": (
+        "e-Prescribing: an active order whose dispenseRequest.performer is a pharmacy is sent to it "
+        "(NCPDP SCRIPT 2017071 NewRx through the configured gateway, or a FHIR transaction to a "
+        "pharmacy with an hl7-fhir-rest Endpoint); cancelling or stopping it sends a CancelRx. A "
+        "prescription that cannot be sent safely is refused with 422 naming every missing element; "
+        "controlled substances are refused until EPCS signing exists. Undelivered: status on-hold."),
+    "Task": (
+        "Delivery state of e-prescriptions: one Task per transmission (code "
+        "http://fhir-async-telehealth.example/CodeSystem/erx-task#transmission, focus = the "
+        "MedicationRequest, identifier = the SCRIPT MessageID), businessStatus from "
+        "http://fhir-async-telehealth.example/CodeSystem/erx-delivery-status (queued, sent, "
+        "retrying, accepted, verified, error, dead-letter, cancel-approved, cancel-denied). "
+        "Pharmacy renewal requests arrive as Tasks (code renewal-request) a clinician answers."),
+}
+
+
 class FhirRoute(Route):
     """A route that names the FHIR interactions it implements."""
 
@@ -90,6 +108,8 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
             if revincludes.get(name):  # R4 JSON has no empty arrays
                 resource["searchRevInclude"] = revincludes[name]
             resource["searchParam"] = _search_params(name)
+        if name in _ERX_DOCUMENTATION and getattr(app.state, "erx_settings", None) and app.state.erx_settings.enabled:
+            resource["documentation"] = _ERX_DOCUMENTATION[name]
         resources.append(resource)
     rest: dict = {
         "mode": "server",

@@ -109,3 +109,10 @@ def test_a_late_verify_from_the_network_marks_the_task_verified(client, gateway,
 def test_the_gateway_callback_needs_the_inbound_token(server):
     r = httpx.post(f"{server.base}/erx/inbound", content=b"<Message/>", headers={"Content-Type": "application/xml"})
     assert r.status_code == 401
+
+
+def test_the_capability_statement_says_how_delivery_state_is_shown(client):
+    statement = client.get("/metadata").json()
+    documented = {r["type"]: r.get("documentation", "") for r in statement["rest"][0]["resource"]}
+    assert "erx-delivery-status" in documented["Task"]
+    assert "NewRx" in documented["MedicationRequest"]
