@@ -38,10 +38,12 @@ def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
         return ErxComponents(store)
     from .delivery import ErxDelivery
     from .inbound import ROUTES
+    from .renewal import RenewalAnswer
     from .trigger import JOB_KIND, ErxTrigger
 
     hooks = WriteHooks()
-    hooks.register("MedicationRequest", ErxTrigger(settings))
+    hooks.register("MedicationRequest", ErxTrigger(settings))  # NewRx, CancelRx
+    hooks.register("Task", RenewalAnswer(settings))  # a clinician's answer to a renewal request
     hooked = HookedStore(store, hooks)
     delivery = ErxDelivery(hooked, settings)
     # One attempt limit for both: the worker dead-letters the job when delivery marks the Task so.
