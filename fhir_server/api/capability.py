@@ -38,7 +38,9 @@ _ERX_DOCUMENTATION = {
         "MedicationRequest, identifier = the SCRIPT MessageID), businessStatus from "
         "http://fhir-async-telehealth.example/CodeSystem/erx-delivery-status (queued, sent, "
         "retrying, accepted, verified, error, dead-letter, cancel-approved, cancel-denied). "
-        "Pharmacy renewal requests arrive as Tasks (code renewal-request) a clinician answers."),
+        "Pharmacy renewal requests arrive as Tasks (code renewal-request): completing one (output "
+        "decision Approved or ApprovedWithChanges, refills) or rejecting it (a denial reason) sends "
+        "the RxRenewalResponse."),
 }
 
 

@@ -1,7 +1,7 @@
 """`python -m fhir_server erx list|retry`: the e-prescribing outbox as an operator sees it.
 
 - `erx list [--database URL] [--state pending|leased|done|dead] [--limit N]`: one tab-separated
-  line per "erx.send" job, newest first: id, kind, key (the SCRIPT MessageID), state, attempts,
+  line per e-prescribing job ("erx.send" SCRIPT, "erx.fhir" FHIR pharmacies), newest first: id, kind, key (the SCRIPT MessageID), state, attempts,
   next (pending: when it is due; leased: when its lease ends; else "-"), last error ("-" if none).
   Never the payload (the message bytes hold patient data).
 - `erx retry JOB_ID [--database URL]`: a dead job is sent again (same bytes, same MessageID): its
@@ -25,6 +25,9 @@ from typing import AsyncIterator, Callable
 
 from ..storage.base import DEAD, JOB_STATES, LEASED, PENDING, OutboxJob
 from .delivery import JOB_KIND, reopen_transmission
+from .fhir_pharmacy import JOB_KIND as FHIR_JOB_KIND
+
+ERX_KINDS = (JOB_KIND, FHIR_JOB_KIND)  # SCRIPT through the gateway, FHIR to FHIR-native pharmacies
 
 EXIT_REFUSED = 2
 DEFAULT_LIMIT = 50
@@ -74,14 +77,15 @@ async def list_jobs(store, state: str | None = None, limit: int = DEFAULT_LIMIT)
         raise AdminError(f"--state must be one of {', '.join(JOB_STATES)}")
     if not 1 <= limit <= MAX_LIMIT:
         raise AdminError(f"--limit must be between 1 and {MAX_LIMIT}")
-    jobs = await store.jobs(JOB_KIND, [state] if state else None, limit)
-    return [job_line(job) for job in jobs]
+    jobs = [job for kind in ERX_KINDS for job in await store.jobs(kind, [state] if state else None, limit)]
+    jobs.sort(key=lambda job: job.created_at, reverse=True)
+    return [job_line(job) for job in jobs[:limit]]
 
 
 async def retry_job(store, job_id: str) -> str:
     job = await store.get_job(job_id)
-    if job is None or job.kind != JOB_KIND:
-        raise AdminError(f"no {JOB_KIND} job {job_id!r}")
+    if job is None or job.kind not in ERX_KINDS:
+        raise AdminError(f"no e-prescribing job {job_id!r}")
     if job.state != DEAD:
         raise AdminError(f"job {job_id} is {job.state}: only a dead job can be retried")
     reopened = await reopen_transmission(store, job)  # first: the resend's answers must be able to land
@@ -129,7 +133,7 @@ def add_commands(commands: argparse._SubParsersAction, default_database: str) ->
     erx = commands.add_parser("erx", help="e-prescribing delivery: the outbox jobs that send SCRIPT messages")
     actions = erx.add_subparsers(dest="action", required=True)
 
-    listing = actions.add_parser("list", help="list erx.send jobs, newest first: id, kind, key (MessageID), "
+    listing = actions.add_parser("list", help="list e-prescribing jobs (erx.send, erx.fhir), newest first: id, kind, key (MessageID), "
                                               "state, attempts, next try, last error")
     listing.add_argument("--database", default=default_database, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
     listing.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")

@@ -13,6 +13,7 @@ from .config import ErxSettings
 
 if TYPE_CHECKING:
     from .delivery import ErxDelivery
+    from .fhir_pharmacy import FhirPharmacyDelivery
 
 
 @dataclass
@@ -21,6 +22,7 @@ class ErxComponents:
     worker: OutboxWorker | None = None
     routes: list = field(default_factory=list)
     delivery: "ErxDelivery | None" = None
+    fhir_delivery: "FhirPharmacyDelivery | None" = None
 
     def start(self) -> None:
         if self.worker is not None:
@@ -31,12 +33,16 @@ class ErxComponents:
             await self.worker.stop()
         if self.delivery is not None:
             await self.delivery.aclose()
+        if self.fhir_delivery is not None:
+            await self.fhir_delivery.aclose()
 
 
 def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
     if not settings.enabled:
         return ErxComponents(store)
     from .delivery import ErxDelivery
+    from .fhir_pharmacy import JOB_KIND as FHIR_JOB_KIND
+    from .fhir_pharmacy import FhirPharmacyDelivery
     from .inbound import ROUTES
     from .renewal import RenewalAnswer
     from .trigger import JOB_KIND, ErxTrigger
@@ -46,6 +52,8 @@ def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
     hooks.register("Task", RenewalAnswer(settings))  # a clinician's answer to a renewal request
     hooked = HookedStore(store, hooks)
     delivery = ErxDelivery(hooked, settings)
+    fhir_delivery = FhirPharmacyDelivery(hooked, settings)  # FHIR-native pharmacies: "erx.fhir" jobs
     # One attempt limit for both: the worker dead-letters the job when delivery marks the Task so.
-    worker = OutboxWorker(hooked, {JOB_KIND: delivery.handle}, max_attempts=settings.max_attempts)
-    return ErxComponents(hooked, worker, list(ROUTES), delivery)
+    worker = OutboxWorker(hooked, {JOB_KIND: delivery.handle, FHIR_JOB_KIND: fhir_delivery.handle},
+                          max_attempts=settings.max_attempts)
+    return ErxComponents(hooked, worker, list(ROUTES), delivery, fhir_delivery)

@@ -8,6 +8,12 @@ its transmission Task and its outbox job commit with the write, or not at all).
   was on its way or delivered, and no CancelRx was sent for it yet (the pharmacy's approval of a
   cancel also makes the request `cancelled`: that must not send another).
 
+FHIR-native pharmacies (fhir_pharmacy.py): when the pharmacy Organization names an active
+hl7-fhir-rest Endpoint, the order goes as a FHIR transaction (job "erx.fhir") instead of a NewRx,
+under the same rules (one order on its way or delivered; one cancel after it). A cancel goes the way
+its order went (a CancelRx after a NewRx; the transaction with the new status, to the same address,
+after a FHIR order), whatever the pharmacy's Endpoint says by then.
+
 The message is built and validated here, in the write: a prescription that cannot be sent safely
 is refused with the mapper's 422 (every missing element named) and nothing is stored. The exact
 bytes go into the job's payload, so every retry resends the same message with the same MessageID.
@@ -24,12 +30,13 @@ from mappers.ncpdp.codes import DEA_SCHEDULE_UNSPECIFIED
 from mappers.ncpdp.envelope import new_message_id, parse_document
 from mappers.ncpdp.newrx import build_newrx
 from mappers.ncpdp.reflect import business_status, transmission_task, transmitted_message_id, transmitted_message_type
-from mappers.ncpdp.resources import resolve_context
+from mappers.ncpdp.resources import PrescriptionContext, resolve_context
 
 from ..errors import UnprocessableEntity
 from ..interactions.search import build_query
 from ..storage import StoredVersion, UnitOfWork
 from .config import ErxSettings
+from .fhir_pharmacy import CANCEL, ORDER, delivery_endpoint, delivery_purpose, pharmacy_endpoint, queue_delivery
 
 JOB_KIND = "erx.send"
 ORDER_INTENTS = {"order", "original-order", "instance-order"}
@@ -47,6 +54,15 @@ def refuse_controlled_substances(newrx: bytes) -> None:
         raise UnprocessableEntity(
             "Controlled substances need an EPCS-signed NewRx, which this server cannot send yet: "
             "prescribe it outside this system", expression="MedicationRequest.medication")
+
+
+def is_order(task: dict) -> bool:
+    """A transmission that delivers the prescription: a NewRx or a FHIR order."""
+    return transmitted_message_type(task) == "NewRx" or delivery_purpose(task) == ORDER
+
+
+def is_cancel(task: dict) -> bool:
+    return transmitted_message_type(task) == "CancelRx" or delivery_purpose(task) == CANCEL
 
 
 def sendable(medication_request: dict) -> bool:
@@ -89,16 +105,26 @@ class ErxTrigger:
         if not (wants_newrx or wants_cancel):
             return
         sent = await transmissions(uow, stored.id)
-        live_newrx = [t for t in sent if transmitted_message_type(t) == "NewRx"
-                      and business_status(t) not in FAILED_FOR_GOOD]
-        if wants_newrx and not live_newrx:
-            await self._queue(uow, mr, "NewRx")
-        elif wants_cancel and live_newrx and not any(transmitted_message_type(t) == "CancelRx" for t in sent):
-            original = transmitted_message_id(live_newrx[-1])
-            await self._queue(uow, mr, "CancelRx", original_message_id=original)
+        live_orders = [t for t in sent if is_order(t) and business_status(t) not in FAILED_FOR_GOOD]
+        if wants_newrx and not live_orders:
+            ctx = await resolve_context(mr, _reader(uow))
+            endpoint = await pharmacy_endpoint(ctx, _reader(uow))
+            if endpoint is not None:
+                await queue_delivery(uow, mr, ctx, endpoint.get("address"), ORDER)
+            else:
+                await self._queue(uow, mr, "NewRx", ctx=ctx)
+        elif wants_cancel and live_orders and not any(is_cancel(t) for t in sent):
+            order = live_orders[-1]
+            if delivery_purpose(order) == ORDER:
+                ctx = await resolve_context(mr, _reader(uow))
+                await queue_delivery(uow, mr, ctx, delivery_endpoint(order), CANCEL, order_task_id=order["id"])
+            else:
+                original = transmitted_message_id(order)
+                await self._queue(uow, mr, "CancelRx", original_message_id=original)
 
-    async def _queue(self, uow: UnitOfWork, mr: dict, message_type: str, *, original_message_id: str | None = None) -> None:
-        ctx = await resolve_context(mr, _reader(uow))
+    async def _queue(self, uow: UnitOfWork, mr: dict, message_type: str, *, original_message_id: str | None = None,
+                     ctx: PrescriptionContext | None = None) -> None:
+        ctx = ctx or await resolve_context(mr, _reader(uow))
         message_id = new_message_id()
         if message_type == "NewRx":
             xml = build_newrx(ctx, sender_id=self.settings.sender_id, message_id=message_id)

@@ -372,7 +372,7 @@ async def test_cli_refusals_and_no_payload_in_the_listing(store, db):
     for secret in PATIENT_DATA:
         assert secret not in line
     for args, expected in ((("retry", queued.job.id, "--database", db), "only a dead job can be retried"),
-                           (("retry", "no-such-job", "--database", db), "no erx.send job"),
+                           (("retry", "no-such-job", "--database", db), "no e-prescribing job"),
                            (("list", "--database", "postgres://x"), "--database")):
         result = cli(*args)
         assert (result.returncode, result.stdout) == (2, ""), result

@@ -504,7 +504,7 @@ async def test_retry_refuses_what_is_not_dead(store):
     queued = await queue_newrx(store)
     with pytest.raises(AdminError, match="only a dead job"):
         await retry_job(store, queued.job.id)
-    with pytest.raises(AdminError, match="no erx.send job"):
+    with pytest.raises(AdminError, match="no e-prescribing job"):
         await retry_job(store, "nope")
 
 
