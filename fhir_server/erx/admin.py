@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sqlite3
 import sys
 from contextlib import asynccontextmanager
@@ -108,6 +110,19 @@ async def _retry(args: argparse.Namespace) -> list[str]:
         return [await retry_job(store, args.job_id)]
 
 
+async def _worker(args: argparse.Namespace) -> list[str]:
+    from .config import ErxSettings
+    from .standalone import run_worker
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ErxSettings(gateway_url=args.erx_gateway, sender_id=args.erx_sender_id,
+                           max_attempts=args.erx_max_attempts)
+    try:
+        return await run_worker(args.database, settings, once=args.once)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+
+
 def _runner(action: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from pymongo.errors import PyMongoError
@@ -144,6 +159,18 @@ def add_commands(commands: argparse._SubParsersAction, default_database: str) ->
     retry.add_argument("job_id", metavar="JOB_ID")
     retry.add_argument("--database", default=default_database, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
     retry.set_defaults(admin=_runner(_retry))
+
+    worker = actions.add_parser("worker", help="run the delivery worker without the HTTP server "
+                                               "(Ctrl-C stops it; --once runs the due jobs and exits)")
+    worker.add_argument("--database", default=default_database, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
+    worker.add_argument("--erx-gateway", default=os.environ.get("FHIR_ERX_GATEWAY"),
+                        help="the gateway URL [FHIR_ERX_GATEWAY]")
+    worker.add_argument("--erx-sender-id", default=os.environ.get("FHIR_ERX_SENDER_ID", "TELEHEALTH"),
+                        help="this system's account id at the gateway [FHIR_ERX_SENDER_ID]")
+    worker.add_argument("--erx-max-attempts", type=int, default=int(os.environ.get("FHIR_ERX_MAX_ATTEMPTS", 8)),
+                        help="deliveries tried before dead-lettering [FHIR_ERX_MAX_ATTEMPTS]")
+    worker.add_argument("--once", action="store_true", help="run the jobs that are due, then exit")
+    worker.set_defaults(admin=_runner(_worker))
 
 
 def main(argv: list[str] | None = None) -> int:
