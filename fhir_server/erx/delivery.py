@@ -222,11 +222,10 @@ def _answer_problem(message: InboundMessage, message_type: str, message_id: str)
     return None
 
 
-class ErxDelivery:
-    """The "erx.send" handler: `OutboxWorker(store, {"erx.send": ErxDelivery(store, settings).handle})`.
-
-    `client`: an httpx.AsyncClient to send with (tests pass one over a MockTransport); by default
-    one is made on first use and closed by `aclose()`."""
+class HttpDelivery:
+    """What the delivery handlers share: the store they record in, the settings, and one HTTP
+    client. `client`: an httpx.AsyncClient to send with (tests pass one over a MockTransport); by
+    default one is made on first use and closed by `aclose()`."""
 
     def __init__(self, store, settings: ErxSettings, client: httpx.AsyncClient | None = None):
         self.store = store
@@ -243,6 +242,10 @@ class ErxDelivery:
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         return self._client
+
+
+class ErxDelivery(HttpDelivery):
+    """The "erx.send" handler: `OutboxWorker(store, {"erx.send": ErxDelivery(store, settings).handle})`."""
 
     # -- the handler ---------------------------------------------------------------------------
 

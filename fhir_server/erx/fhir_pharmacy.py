@@ -102,8 +102,8 @@ from mappers.ncpdp.resources import PrescriptionContext, Read
 from ..outbox import Permanent, RetryLater
 from ..storage import UnitOfWork
 from ..storage.base import OutboxJob
-from .config import ErxSettings
-from .delivery import Change, Recorded, TransmissionError, apply_to_transmission, mark_state, split_reference
+from .delivery import (Change, HttpDelivery, Recorded, TransmissionError, apply_to_transmission, mark_state,
+                       split_reference)
 
 log = logging.getLogger("fhir_server.erx")
 
@@ -411,27 +411,8 @@ def _transaction_answer(answer: object, address: str) -> tuple[str | None, str |
     return status, location
 
 
-class FhirPharmacyDelivery:
-    """The "erx.fhir" handler: `OutboxWorker(store, {"erx.fhir": FhirPharmacyDelivery(store, settings).handle})`.
-
-    `client`: an httpx.AsyncClient to send with (tests pass one over a MockTransport); by default
-    one is made on first use and closed by `aclose()`."""
-
-    def __init__(self, store, settings: ErxSettings, client: httpx.AsyncClient | None = None):
-        self.store = store
-        self.settings = settings
-        self._client = client
-        self._own_client = client is None
-
-    async def aclose(self) -> None:
-        if self._own_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        return self._client
+class FhirPharmacyDelivery(HttpDelivery):
+    """The "erx.fhir" handler: `OutboxWorker(store, {"erx.fhir": FhirPharmacyDelivery(store, settings).handle})`."""
 
     async def handle(self, job: OutboxJob) -> None:
         try:
