@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 
 import httpx
 import pytest
@@ -20,7 +19,8 @@ from fhir_server.erx.fhir_pharmacy import CANCEL, JOB_KIND, ORDER, FhirPharmacyD
 from fhir_server.search.extract import extract_index
 from fhir_server.storage import open_store
 from mappers.fhir_pharmacy import ENDPOINT_CONNECTION_TYPE_SYSTEM
-from mappers.ncpdp.reflect import TASK_PARAMETER_SYSTEM, business_status, transmitted_message_type
+from mappers.ncpdp.reflect import TASK_PARAMETER_SYSTEM, business_status
+from tests.e2e.erx_support import transmissions, wait_for
 from tests.fixtures import erx
 from tests.support import FHIR_JSON, ServerProcess, free_port
 
@@ -80,22 +80,6 @@ def prescription(name: str, pharmacy: str = "fhir", **changes) -> dict:
     mr = erx.medication_request(name)
     return {**mr, "dispenseRequest": {**mr["dispenseRequest"], "performer": {"reference": f"Organization/org-pharmacy-{pharmacy}"}},
             **changes}
-
-
-def transmissions(client: httpx.Client, mr_id: str) -> list[dict]:
-    bundle = client.get("/Task", params={"focus": f"MedicationRequest/{mr_id}"}).json()
-    tasks = [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "match"]
-    return sorted((t for t in tasks if transmitted_message_type(t)), key=lambda t: t["authoredOn"])
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def delivered(client: httpx.Client, mr_id: str, purpose: str) -> dict:

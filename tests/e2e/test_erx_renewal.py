@@ -15,6 +15,7 @@ import pytest
 from mappers.gateway_sim.process import GatewaySimProcess
 from mappers.ncpdp.envelope import parse_message
 from mappers.ncpdp.reflect import MESSAGE_ID_SYSTEM, TASK_PARAMETER_SYSTEM, business_status, transmitted_message_type
+from tests.e2e.erx_support import wait_for
 from tests.fixtures import erx
 from tests.support import FHIR_JSON, ServerProcess
 
@@ -50,16 +51,6 @@ def server(tmp_path_factory, gateway):
 def client(server):
     with httpx.Client(base_url=server.base, headers=FHIR_JSON, timeout=30.0) as c:
         yield c
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def search(client: httpx.Client, **params) -> list[dict]:

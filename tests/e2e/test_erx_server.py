@@ -4,13 +4,12 @@ unsendable prescription is refused before anything is stored."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from mappers.gateway_sim.process import GatewaySimProcess
 from mappers.ncpdp.reflect import business_status, transmitted_message_id, transmitted_message_type
+from tests.e2e.erx_support import transmissions, wait_for
 from tests.fixtures import erx
 from tests.support import FHIR_JSON, ServerProcess
 
@@ -40,22 +39,6 @@ def server(tmp_path_factory, gateway):
 def client(server):
     with httpx.Client(base_url=server.base, headers=FHIR_JSON, timeout=30.0) as c:
         yield c
-
-
-def transmissions(client: httpx.Client, mr_id: str) -> list[dict]:
-    bundle = client.get("/Task", params={"focus": f"MedicationRequest/{mr_id}"}).json()
-    tasks = [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "match"]
-    return sorted((t for t in tasks if transmitted_message_type(t)), key=lambda t: t["authoredOn"])
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_a_prescription_reaches_the_pharmacy_and_its_task_says_accepted(client, gateway):
