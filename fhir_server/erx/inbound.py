@@ -43,6 +43,7 @@ from mappers.ncpdp.reflect import (
     MESSAGE_ID_SYSTEM,
     NPI_SYSTEM,
     TASK_CODE_SYSTEM,
+    business_status,
     reflect_delivery,
     renewal_task,
 )
@@ -51,7 +52,7 @@ from ..errors import (FhirError, InvalidRequest, NotFound, PayloadTooLarge, Unau
                       UnsupportedMediaType)
 from ..interactions.search import build_query
 from ..storage.errors import ResourceExists
-from .delivery import TransmissionError, apply_to_transmission
+from .delivery import TransmissionError, apply_to_transmission, consequences, mark_state
 
 log = logging.getLogger("fhir_server.erx")
 
@@ -226,7 +227,7 @@ async def receive(request: Request) -> Response:
                         _id(message.header.message_id))
             return _outcome(NotFound("no transmission has the MessageID this message relates to"))
         try:
-            recorded = await apply_to_transmission(store, task_id, lambda task, mr: reflect_delivery(mr, message, task))
+            recorded = await apply_to_transmission(store, task_id, late_answer(message))
         except ValueError:  # e.g. a CancelRxResponse to a NewRx
             return _outcome(InvalidRequest(f"a {message.message_type} does not answer the message it relates to"))
         except TransmissionError:
@@ -236,6 +237,23 @@ async def receive(request: Request) -> Response:
         log.info("erx inbound: %s %s -> Task/%s %s -> %s%s", message.message_type, _id(message.header.message_id),
                  task_id, recorded.before or "-", recorded.after, "" if recorded.written else " (no change)")
     return Response(receipt(message, settings.sender_id), media_type="application/xml")
+
+
+def late_answer(message):
+    """The change an asynchronous answer makes. A retryable Error (600/602) that arrives this way
+    comes after the delivery job finished, so nothing would send the message again: it is recorded
+    as undelivered (error: the prescription goes on-hold and the prescriber is told), and updating
+    the prescription sends a new NewRx. Never a Task left 'retrying' forever."""
+
+    def change(task: dict, medication_request: dict):
+        changes = reflect_delivery(medication_request, message, task)
+        if business_status(changes.task) == "retrying":
+            undelivered = mark_state(changes.task, "error", "the network reported a temporary failure after the "
+                                     "message was handed over; it is not resent automatically")
+            return consequences(medication_request, undelivered)
+        return changes
+
+    return change
 
 
 class _Busy(FhirError):

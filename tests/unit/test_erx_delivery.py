@@ -650,3 +650,14 @@ async def test_inbound_renewal_request_for_an_unknown_prescription_is_kept_for_a
     assert task["owner"]["identifier"] == {"system": "http://hl7.org/fhir/sid/us-npi", "value": "1003000126"}
     assert "focus" not in task
     check(task, "Task")
+
+
+async def test_a_late_retryable_error_is_recorded_as_undelivered_not_left_retrying(store):
+    queued = await queue_newrx(store)
+    async with inbound_app(store) as client:
+        assert (await post(client, messages.status(queued.header, "000"))).status_code == 200
+        assert (await post(client, messages.error(queued.header, "600", None, "Try later"))).status_code == 200
+    task, _ = await current(store, "Task", queued.task_id)
+    assert business_status(task) == "error"  # nothing would resend it: the prescriber is told instead
+    assert (await current(store, "MedicationRequest", queued.mr_id))[0]["status"] == "on-hold"
+    assert len(await communications(store)) == 1
