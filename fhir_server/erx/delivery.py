@@ -243,6 +243,24 @@ class HttpDelivery:
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         return self._client
 
+    async def dead_lettered(self, job: OutboxJob, error: str) -> None:
+        """The worker gave the job up (OutboxWorker on_dead_letter): whatever way that happened (the
+        last attempt failed, or crashed), the Task must not stay queued or retrying. A Task already
+        settled (error, dead-letter, accepted ...) is left as it is."""
+        try:
+            task_id = split_reference(str(job.payload["task"]))[1]
+            mr_ref = str(job.payload["medication_request"])
+        except (KeyError, TypeError, ValueError):
+            return
+
+        def change(task: dict, medication_request: dict) -> "DeliveryChanges | None":
+            if business_status(task) not in ("queued", "sent", "retrying"):
+                return None
+            return consequences(medication_request, mark_state(
+                task, "dead-letter", "delivery was given up after repeated failures", attempts=job.attempts))
+
+        await apply_to_transmission(self.store, task_id, change, medication_request_ref=mr_ref)
+
 
 class ErxDelivery(HttpDelivery):
     """The "erx.send" handler: `OutboxWorker(store, {"erx.send": ErxDelivery(store, settings).handle})`."""

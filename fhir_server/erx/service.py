@@ -55,5 +55,6 @@ def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
     fhir_delivery = FhirPharmacyDelivery(hooked, settings)  # FHIR-native pharmacies: "erx.fhir" jobs
     # One attempt limit for both: the worker dead-letters the job when delivery marks the Task so.
     worker = OutboxWorker(hooked, {JOB_KIND: delivery.handle, FHIR_JOB_KIND: fhir_delivery.handle},
-                          max_attempts=settings.max_attempts)
+                          max_attempts=settings.max_attempts,
+                          on_dead_letter={JOB_KIND: delivery.dead_lettered, FHIR_JOB_KIND: fhir_delivery.dead_lettered})
     return ErxComponents(hooked, worker, list(ROUTES), delivery, fhir_delivery)

@@ -101,6 +101,7 @@ class OutboxWorker:
         max_attempts: int = 10,
         backoff: Backoff = Backoff(),
         concurrency: int = 8,
+        on_dead_letter: "Mapping[str, Callable[[OutboxJob, str], Awaitable[None]]] | None" = None,
         handler_timeout: float | None = None,
         clock: Callable[[], datetime] = _utc_now,
         rand: Callable[[], float] = random.random,
@@ -117,6 +118,10 @@ class OutboxWorker:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
+        # kind -> what to do when a job of that kind is given up (however that happens: the
+        # handler's Permanent, the last failed attempt, a job abandoned by crashes), e.g. mark the
+        # delivery's Task dead-letter. Best effort: its failure is logged, the job stays dead.
+        self.on_dead_letter = dict(on_dead_letter or {})
         self.backoff = backoff
         self.concurrency = concurrency
         self.handler_timeout = handler_timeout if handler_timeout is not None else lease_seconds * 0.8
@@ -267,6 +272,12 @@ class OutboxWorker:
         log.error("outbox: %s job %s dead-lettered after attempt %d: %s", job.kind, job.id, job.attempts, error)
         await self._record(job, "dead-letter", self.store.dead_letter_job(
             job.id, lease_token=job.lease_token, error=error, now=self.clock()))
+        hook = self.on_dead_letter.get(job.kind)
+        if hook is not None:
+            try:
+                await hook(job, error)
+            except Exception as exc:  # noqa: BLE001 - the job is dead either way; say why the hook failed
+                log.error("outbox: dead-letter hook of %s job %s failed: %s", job.kind, job.id, describe(exc))
 
     async def _release(self, job: OutboxJob) -> None:
         now = self.clock()

@@ -661,3 +661,22 @@ async def test_a_late_retryable_error_is_recorded_as_undelivered_not_left_retryi
     assert business_status(task) == "error"  # nothing would resend it: the prescriber is told instead
     assert (await current(store, "MedicationRequest", queued.mr_id))[0]["status"] == "on-hold"
     assert len(await communications(store)) == 1
+
+
+async def test_a_job_given_up_for_an_unexpected_failure_leaves_its_task_dead_letter(store):
+    queued = await queue_newrx(store)
+    send = delivery(store, Gateway(RuntimeError("a bug, not a gateway answer")))
+    worker = OutboxWorker(store, {JOB_KIND: send.handle}, max_attempts=1,
+                          on_dead_letter={JOB_KIND: send.dead_lettered})
+    await worker.run_once()
+    assert (await store.get_job(queued.job.id)).state == DEAD
+    task, _ = await current(store, "Task", queued.task_id)
+    assert business_status(task) == "dead-letter"  # not left queued for ever
+    assert (await current(store, "MedicationRequest", queued.mr_id))[0]["status"] == "on-hold"
+
+
+async def test_the_dead_letter_hook_leaves_a_settled_task_alone(store):
+    queued = await dead_job(store)  # the handler itself marked it dead-letter on its last attempt
+    _, version = await current(store, "Task", queued.task_id)
+    await delivery(store, Gateway(STATUS_010)).dead_lettered(queued.job, "given up")
+    assert (await current(store, "Task", queued.task_id))[1] == version

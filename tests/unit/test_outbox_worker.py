@@ -499,3 +499,20 @@ async def test_claims_wait_for_an_open_unit_of_work_instead_of_joining_it(store)
             raise RuntimeError("the unit of work fails")
     [claimed] = await claim
     assert (await store.get_job(job.id)).state == LEASED and claimed.attempts == 1
+
+
+async def test_the_dead_letter_hook_hears_of_every_job_given_up_and_its_failure_is_contained(store):
+    heard = []
+
+    async def handler(job):
+        raise Permanent("refused")
+
+    async def on_dead(job, error):
+        heard.append((job.key, error))
+        raise RuntimeError("the hook itself failed")
+
+    job = await _enqueue(store, key="given-up")
+    worker = _worker(store, handler, on_dead_letter={KIND: on_dead})
+    await worker.run_once()
+    assert heard == [("given-up", "refused")]
+    assert (await store.get_job(job.id)).state == DEAD
