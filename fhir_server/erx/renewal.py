@@ -67,7 +67,7 @@ from ..errors import UnprocessableEntity
 from ..interactions.search import build_query
 from ..storage import StoredVersion, UnitOfWork
 from .config import ErxSettings
-from .trigger import JOB_KIND, _reader, refuse_controlled_substances
+from .trigger import JOB_KIND, refuse_controlled_substances, store_reader
 
 MESSAGE_TYPE = "RxRenewalResponse"
 RENEWAL_CODE = "renewal-request"
@@ -256,7 +256,7 @@ class RenewalAnswer:
         requested = _requested_refills(before)
         if answer.decision == "Approved" and refills is None:
             refills = requested  # Approved grants what the pharmacy asked for
-        ctx = await resolve_context(mr, _reader(uow))
+        ctx = await resolve_context(mr, store_reader(uow))
         message_id = new_message_id()
         try:
             xml = build_renewal_response(

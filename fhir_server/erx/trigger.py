@@ -80,7 +80,7 @@ async def transmissions(uow: UnitOfWork, medication_request_id: str) -> list[dic
     return sorted(tasks, key=lambda t: t.get("authoredOn", ""))
 
 
-def _reader(uow: UnitOfWork):
+def store_reader(uow: UnitOfWork):
     """resolve_context's `read`: a (relative, absolute or versioned) reference -> the resource."""
 
     async def read(reference: str) -> dict | None:
@@ -107,8 +107,8 @@ class ErxTrigger:
         sent = await transmissions(uow, stored.id)
         live_orders = [t for t in sent if is_order(t) and business_status(t) not in FAILED_FOR_GOOD]
         if wants_newrx and not live_orders:
-            ctx = await resolve_context(mr, _reader(uow))
-            endpoint = await pharmacy_endpoint(ctx, _reader(uow))
+            ctx = await resolve_context(mr, store_reader(uow))
+            endpoint = await pharmacy_endpoint(ctx, store_reader(uow))
             if endpoint is not None:
                 await queue_delivery(uow, mr, ctx, endpoint.get("address"), ORDER)
             else:
@@ -116,7 +116,7 @@ class ErxTrigger:
         elif wants_cancel and live_orders and not any(is_cancel(t) for t in sent):
             order = live_orders[-1]
             if delivery_purpose(order) == ORDER:
-                ctx = await resolve_context(mr, _reader(uow))
+                ctx = await resolve_context(mr, store_reader(uow))
                 await queue_delivery(uow, mr, ctx, delivery_endpoint(order), CANCEL, order_task_id=order["id"])
             else:
                 original = transmitted_message_id(order)
@@ -124,7 +124,7 @@ class ErxTrigger:
 
     async def _queue(self, uow: UnitOfWork, mr: dict, message_type: str, *, original_message_id: str | None = None,
                      ctx: PrescriptionContext | None = None) -> None:
-        ctx = ctx or await resolve_context(mr, _reader(uow))
+        ctx = ctx or await resolve_context(mr, store_reader(uow))
         message_id = new_message_id()
         if message_type == "NewRx":
             xml = build_newrx(ctx, sender_id=self.settings.sender_id, message_id=message_id)
