@@ -43,7 +43,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, NoReturn
+from typing import Callable, NoReturn
 
 import httpx
 import orjson
@@ -59,14 +59,13 @@ from mappers.ncpdp.inbound import (
     parse_inbound,
 )
 from mappers.ncpdp.reflect import (
-    DELIVERY_STATES,
-    DELIVERY_STATUS_SYSTEM,
-    TASK_PARAMETER_SYSTEM,
     DeliveryChanges,
     business_status,
     error_communication,
     medication_request_update,
     reflect_delivery,
+    set_state,
+    task_parameter,
     transmission_task,
     transport_failure,
 )
@@ -122,33 +121,18 @@ def _stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).isoformat(timespec="milliseconds")
 
 
-def _parameter(code: str, kind: str, value: Any) -> dict:
-    return {"type": {"coding": [{"system": TASK_PARAMETER_SYSTEM, "code": code}], "text": code},
-            f"value{kind}": value}
-
-
 def mark_state(task: dict, state: str, reason: str, *, attempts: int | None = None,
                now: datetime | None = None) -> dict:
     """The Task forced into `state` (a DELIVERY_STATES code) for a reason that is not a SCRIPT answer
     (the gateway refused the HTTP request; an operator requeued it), shaped as transport_failure
     shapes its Tasks: statusReason text, output attempts and transport-error."""
     task = copy.deepcopy(task)
-    display, status = DELIVERY_STATES[state]
-    stamp = _stamp(now)
-    task["businessStatus"] = {"coding": [{"system": DELIVERY_STATUS_SYSTEM, "code": state, "display": display}],
-                              "text": display}
-    task["status"] = status
-    task["lastModified"] = stamp
-    period = task.setdefault("executionPeriod", {"start": stamp})
-    if status in ("completed", "failed", "rejected"):
-        period["end"] = stamp
-    else:
-        period.pop("end", None)
+    set_state(task, state, _stamp(now))
     task["statusReason"] = {"text": reason}
     task.pop("contained", None)
-    outputs = [_parameter("transport-error", "String", reason)]
+    outputs = [task_parameter("transport-error", "String", reason)]
     if attempts is not None:
-        outputs.insert(0, _parameter("attempts", "UnsignedInt", attempts))
+        outputs.insert(0, task_parameter("attempts", "UnsignedInt", attempts))
     task["output"] = outputs
     return task
 

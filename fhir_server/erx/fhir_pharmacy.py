@@ -88,12 +88,13 @@ from mappers.fhir_pharmacy import (
 )
 from mappers.ncpdp.reflect import (
     DELIVERY_STATES,
-    DELIVERY_STATUS_SYSTEM,
     TASK_CODE_SYSTEM,
-    TASK_PARAMETER_SYSTEM,
     DeliveryChanges,
     business_status,
     error_communication,
+    set_state,
+    task_parameter,
+    task_parameters,
     transmitted_message_type,
     transport_failure,
 )
@@ -130,35 +131,6 @@ def _now(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).isoformat(timespec="milliseconds")
 
 
-def _parameter(code: str, kind: str, value: Any) -> dict:
-    return {"type": {"coding": [{"system": TASK_PARAMETER_SYSTEM, "code": code}], "text": code},
-            f"value{kind}": value}
-
-
-def _inputs(task: dict) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for entry in task.get("input") or []:
-        codes = [c.get("code") for c in (entry.get("type") or {}).get("coding") or []
-                 if c.get("system") == TASK_PARAMETER_SYSTEM]
-        value = next((v for k, v in entry.items() if k.startswith("value")), None)
-        for code in codes:
-            found[code] = value
-    return found
-
-
-def _set_state(task: dict, state: str, stamp: str) -> None:
-    display, status = DELIVERY_STATES[state]
-    task["businessStatus"] = {"coding": [{"system": DELIVERY_STATUS_SYSTEM, "code": state, "display": display}],
-                              "text": display}
-    task["status"] = status
-    task["lastModified"] = stamp
-    period = task.setdefault("executionPeriod", {"start": stamp})
-    if status in ("completed", "failed", "rejected"):
-        period["end"] = stamp
-    else:
-        period.pop("end", None)
-
-
 def delivery_task(medication_request: dict, delivery_id: str, purpose: str, address: str, *,
                   now: datetime | None = None) -> dict:
     """The Task recording one delivery to a FHIR pharmacy, `queued` (write it with the job)."""
@@ -185,13 +157,13 @@ def delivery_task(medication_request: dict, delivery_id: str, purpose: str, addr
     pharmacy = (medication_request.get("dispenseRequest") or {}).get("performer")
     if pharmacy:
         task["owner"] = copy.deepcopy(pharmacy)
-    task["input"] = [_parameter("message-type", "Code", MESSAGE_TYPE), _parameter("message-id", "String", delivery_id),
-                     _parameter("transaction-purpose", "Code", purpose), _parameter("endpoint", "Url", address)]
+    task["input"] = [task_parameter("message-type", "Code", MESSAGE_TYPE), task_parameter("message-id", "String", delivery_id),
+                     task_parameter("transaction-purpose", "Code", purpose), task_parameter("endpoint", "Url", address)]
     identifier = prescription_identifier(medication_request)
     if identifier:
-        task["input"].append(_parameter("prescription-identifier", "Identifier",
+        task["input"].append(task_parameter("prescription-identifier", "Identifier",
                                         {"system": identifier["system"], "value": identifier["value"]}))
-    _set_state(task, "queued", stamp)
+    set_state(task, "queued", stamp)
     task.pop("executionPeriod")
     return task
 
@@ -201,11 +173,11 @@ def is_fhir_delivery(task: dict) -> bool:
 
 
 def delivery_purpose(task: dict) -> str | None:
-    return _inputs(task).get("transaction-purpose") if is_fhir_delivery(task) else None
+    return task_parameters(task, "input").get("transaction-purpose") if is_fhir_delivery(task) else None
 
 
 def delivery_endpoint(task: dict) -> str | None:
-    return _inputs(task).get("endpoint") if is_fhir_delivery(task) else None
+    return task_parameters(task, "input").get("endpoint") if is_fhir_delivery(task) else None
 
 
 def fhir_delivery_id(task: dict) -> str | None:
@@ -220,14 +192,14 @@ def accepted(task: dict, *, response_status: str | None, location: str | None, a
     task = copy.deepcopy(task)
     if business_status(task) not in _UNFINISHED:
         return task
-    _set_state(task, "accepted", _now(now))
+    set_state(task, "accepted", _now(now))
     task.pop("statusReason", None)
     task.pop("contained", None)
-    outputs = [_parameter("attempts", "UnsignedInt", attempts)]
+    outputs = [task_parameter("attempts", "UnsignedInt", attempts)]
     if response_status:
-        outputs.append(_parameter("response-status", "String", response_status))
+        outputs.append(task_parameter("response-status", "String", response_status))
     if location:
-        outputs.append(_parameter("pharmacy-location", "Uri", location))
+        outputs.append(task_parameter("pharmacy-location", "Uri", location))
     task["output"] = outputs
     return task
 
@@ -296,7 +268,7 @@ def refused(task: dict, http_status: int, outcome: dict | None, *, attempts: int
     task["statusReason"] = status_reason
     if outcome is not None:
         task["contained"] = [{**outcome, "id": "error"}]
-        task["output"].append(_parameter("error-detail", "Reference", {"reference": "#error"}))
+        task["output"].append(task_parameter("error-detail", "Reference", {"reference": "#error"}))
     return task
 
 

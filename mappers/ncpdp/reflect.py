@@ -151,7 +151,8 @@ def _param(code: str) -> dict:
     return {"coding": [{"system": TASK_PARAMETER_SYSTEM, "code": code}], "text": code}
 
 
-def _parameter(code: str, kind: str, value: Any) -> dict:
+def task_parameter(code: str, kind: str, value: Any) -> dict:
+    """A Task.input / Task.output entry typed by a code of TASK_PARAMETER_SYSTEM."""
     return {"type": _param(code), f"value{kind}": value}
 
 
@@ -159,11 +160,11 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def _parameters(task: dict, element: str) -> dict[str, Any]:
+def task_parameters(task: dict, element: str) -> dict[str, Any]:
     """{parameter code: value} of Task.input or Task.output."""
     found: dict[str, Any] = {}
-    for entry in task.get(element, []):
-        codes = [c.get("code") for c in entry.get("type", {}).get("coding", [])
+    for entry in task.get(element) or []:
+        codes = [c.get("code") for c in (entry.get("type") or {}).get("coding") or []
                  if c.get("system") == TASK_PARAMETER_SYSTEM]
         value = next((v for k, v in entry.items() if k.startswith("value")), None)
         for code in codes:
@@ -184,10 +185,12 @@ def transmitted_message_id(task: dict) -> str | None:
 
 
 def transmitted_message_type(task: dict) -> str | None:
-    return _parameters(task, "input").get("message-type")
+    return task_parameters(task, "input").get("message-type")
 
 
-def _set_state(task: dict, state: str, now: str) -> None:
+def set_state(task: dict, state: str, now: str) -> None:
+    """Put the Task (in place) in delivery state `state` at `now`: businessStatus, the status it
+    implies, lastModified, and the executionPeriod's end when the state is final."""
     display, status = DELIVERY_STATES[state]
     if state in ("accepted", "verified") and transmitted_message_type(task) == "CancelRx":
         status = "in-progress"  # the outcome of a CancelRx is the pharmacy's CancelRxResponse
@@ -238,11 +241,11 @@ def transmission_task(medication_request: dict, message_type: str, message_id: s
     pharmacy = medication_request.get("dispenseRequest", {}).get("performer")
     if pharmacy:
         task["owner"] = copy.deepcopy(pharmacy)
-    task["input"] = [_parameter("message-type", "Code", message_type), _parameter("message-id", "String", message_id)]
+    task["input"] = [task_parameter("message-type", "Code", message_type), task_parameter("message-id", "String", message_id)]
     order_number = prescriber_order_number or _prescriber_order_number(medication_request)
     if order_number:
-        task["input"].append(_parameter("prescriber-order-number", "String", order_number))
-    _set_state(task, "queued", stamp)
+        task["input"].append(task_parameter("prescriber-order-number", "String", order_number))
+    set_state(task, "queued", stamp)
     task.pop("executionPeriod")
     return task
 
@@ -271,27 +274,27 @@ def _state_for(message: InboundMessage, current: str | None, message_type: str |
 
 
 def _answer_outputs(message: InboundMessage) -> list[dict]:
-    out = [_parameter("response-type", "Code", message.message_type),
-           _parameter("response-message-id", "String", message.header.message_id),
-           _parameter("response-sent-time", "DateTime", _timestamp(message.header.sent_time))]
+    out = [task_parameter("response-type", "Code", message.message_type),
+           task_parameter("response-message-id", "String", message.header.message_id),
+           task_parameter("response-sent-time", "DateTime", _timestamp(message.header.sent_time))]
     if isinstance(message, (StatusMessage, ErrorMessage, VerifyMessage)):
         system = {"Error": NCPDP_ERROR_SYSTEM, "Verify": NCPDP_VERIFY_SYSTEM}.get(message.message_type,
                                                                                 NCPDP_STATUS_SYSTEM)
-        out.append(_parameter("gateway-code", "Coding", {"system": system, "code": message.code,
+        out.append(task_parameter("gateway-code", "Coding", {"system": system, "code": message.code,
                                                           "display": message.meaning}))
         if getattr(message, "description_code", None):
-            out.append(_parameter("gateway-description-code", "Code", message.description_code))
+            out.append(task_parameter("gateway-description-code", "Code", message.description_code))
         description = message.description or getattr(message, "description_meaning", None) or message.meaning
-        out.append(_parameter("gateway-description", "String", description))
+        out.append(task_parameter("gateway-description", "String", description))
     if isinstance(message, ErrorMessage):
-        out.append(_parameter("retryable", "Boolean", message.retryable))
+        out.append(task_parameter("retryable", "Boolean", message.retryable))
     if isinstance(message, CancelRxResponse):
         if message.note:
-            out.append(_parameter("note", "String", message.note))
+            out.append(task_parameter("note", "String", message.note))
         if message.denial_reason_code:
-            out.append(_parameter("denial-reason-code", "Code", message.denial_reason_code))
+            out.append(task_parameter("denial-reason-code", "Code", message.denial_reason_code))
         if message.denial_reason:
-            out.append(_parameter("denial-reason", "String", message.denial_reason))
+            out.append(task_parameter("denial-reason", "String", message.denial_reason))
     return out
 
 
@@ -331,14 +334,14 @@ def delivery_update(medication_request: dict, message: InboundMessage, task: dic
     if state == current:
         return task  # stale or repeated answer: nothing changes
     stamp = _now(now)
-    _set_state(task, state, stamp)
+    set_state(task, state, stamp)
     task["output"] = _answer_outputs(message)
     task.pop("statusReason", None)
     task.pop("contained", None)
     if isinstance(message, ErrorMessage):
         task["statusReason"] = copy.deepcopy(error_outcome(message)["issue"][0]["details"])
         task["contained"] = [{**error_outcome(message), "id": "error"}]
-        task["output"].append(_parameter("error-detail", "Reference", {"reference": "#error"}))
+        task["output"].append(task_parameter("error-detail", "Reference", {"reference": "#error"}))
     elif isinstance(message, CancelRxResponse) and not message.approved:
         reason: dict[str, Any] = {"text": message.denial_reason or message.note or "Cancellation denied"}
         if message.denial_reason_code:
@@ -355,10 +358,10 @@ def transport_failure(task: dict, reason: str, *, attempts: int, dead_letter: bo
     current = business_status(task)
     if current in _FINAL_FOR_ACKS or _RANK.get(current or "queued", 0) >= _RANK["accepted"]:
         return task  # an answer already arrived; a late failure of a resend changes nothing
-    _set_state(task, "dead-letter" if dead_letter else "retrying", _now(now))
+    set_state(task, "dead-letter" if dead_letter else "retrying", _now(now))
     task["statusReason"] = {"text": reason}
     task.pop("contained", None)
-    task["output"] = [_parameter("attempts", "UnsignedInt", attempts), _parameter("transport-error", "String", reason)]
+    task["output"] = [task_parameter("attempts", "UnsignedInt", attempts), task_parameter("transport-error", "String", reason)]
     return task
 
 
@@ -490,30 +493,30 @@ def renewal_task(request: RxRenewalRequest, patient_ref: str | dict, requester_r
         task["focus"] = _ref(medication_request_ref)
     if header.prescriber_order_number:
         task["groupIdentifier"] = {"system": PRESCRIBER_ORDER_SYSTEM, "value": header.prescriber_order_number}
-    inputs = [_parameter("message-id", "String", header.message_id),
-              _parameter("request-sent-time", "DateTime", _timestamp(header.sent_time)),
-              _parameter("pharmacy-ncpdp-id", "String", request.pharmacy.ncpdp_id),
+    inputs = [task_parameter("message-id", "String", header.message_id),
+              task_parameter("request-sent-time", "DateTime", _timestamp(header.sent_time)),
+              task_parameter("pharmacy-ncpdp-id", "String", request.pharmacy.ncpdp_id),
               # The Header's addressing, so the answer can go back exactly (renewal_request_header)
-              _parameter("request-from", "Identifier", {"system": _QUALIFIED + (header.from_qualifier or "P"),
+              task_parameter("request-from", "Identifier", {"system": _QUALIFIED + (header.from_qualifier or "P"),
                                                         "value": header.from_}),
-              _parameter("request-to", "Identifier", {"system": _QUALIFIED + (header.to_qualifier or "D"),
+              task_parameter("request-to", "Identifier", {"system": _QUALIFIED + (header.to_qualifier or "D"),
                                                       "value": header.to})]
     if header.rx_reference_number:
-        inputs.append(_parameter("rx-reference-number", "String", header.rx_reference_number))
+        inputs.append(task_parameter("rx-reference-number", "String", header.rx_reference_number))
     if header.prescriber_order_number:
-        inputs.append(_parameter("prescriber-order-number", "String", header.prescriber_order_number))
+        inputs.append(task_parameter("prescriber-order-number", "String", header.prescriber_order_number))
     if refills is not None:
-        inputs.append(_parameter("requested-refills", "UnsignedInt", refills))
-    inputs.append(_parameter("medication-dispensed", "CodeableConcept", _medication_concept(dispensed)))
+        inputs.append(task_parameter("requested-refills", "UnsignedInt", refills))
+    inputs.append(task_parameter("medication-dispensed", "CodeableConcept", _medication_concept(dispensed)))
     quantity = _quantity(dispensed)
     if quantity:
-        inputs.append(_parameter("quantity-dispensed", "Quantity", quantity))
+        inputs.append(task_parameter("quantity-dispensed", "Quantity", quantity))
     if dispensed.days_supply is not None:
-        inputs.append(_parameter("days-supply", "UnsignedInt", dispensed.days_supply))
+        inputs.append(task_parameter("days-supply", "UnsignedInt", dispensed.days_supply))
     if dispensed.last_fill_date:
-        inputs.append(_parameter("last-fill-date", "Date", dispensed.last_fill_date.isoformat()))
+        inputs.append(task_parameter("last-fill-date", "Date", dispensed.last_fill_date.isoformat()))
     if dispensed.sig:
-        inputs.append(_parameter("sig", "String", dispensed.sig))
+        inputs.append(task_parameter("sig", "String", dispensed.sig))
     task["input"] = inputs
     return task
 
@@ -521,7 +524,7 @@ def renewal_task(request: RxRenewalRequest, patient_ref: str | dict, requester_r
 def renewal_request_header(task: dict) -> Header:
     """The RxRenewalRequest's Header again, from its renewal Task: what
     renewal_response.build_renewal_response needs to answer it."""
-    inputs = _parameters(task, "input")
+    inputs = task_parameters(task, "input")
     try:
         sender, receiver = inputs["request-from"], inputs["request-to"]
         return Header(
