@@ -227,6 +227,10 @@ class HttpDelivery:
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         return self._client
 
+    def consequences(self, medication_request: dict, task: dict) -> DeliveryChanges:
+        """What a Task's new state means for the prescription and the prescriber (SCRIPT rules)."""
+        return consequences(medication_request, task)
+
     async def dead_lettered(self, job: OutboxJob, error: str) -> None:
         """The worker gave the job up (OutboxWorker on_dead_letter): whatever way that happened (the
         last attempt failed, or crashed), the Task must not stay queued or retrying. A Task already
@@ -240,7 +244,7 @@ class HttpDelivery:
         def change(task: dict, medication_request: dict) -> "DeliveryChanges | None":
             if business_status(task) not in ("queued", "sent", "retrying"):
                 return None
-            return consequences(medication_request, mark_state(
+            return self.consequences(medication_request, mark_state(
                 task, "dead-letter", "delivery was given up after repeated failures", attempts=job.attempts))
 
         await apply_to_transmission(self.store, task_id, change, medication_request_ref=mr_ref)
@@ -264,7 +268,7 @@ class ErxDelivery(HttpDelivery):
         if not self.settings.gateway_url:
             raise RetryLater("no e-prescribing gateway is configured")
         final = job.attempts >= self.settings.max_attempts
-        context = _Attempt(self, job, task_id, mr_ref, message_type, message_id, final)
+        context = _Attempt(self, job, task_id, mr_ref, final, message_type=message_type, message_id=message_id)
 
         try:
             status, headers, content = await self._post(body, message_id)
@@ -315,24 +319,25 @@ class ErxDelivery(HttpDelivery):
 
 
 @dataclass
-class _Attempt:
-    """One attempt of one job: how each outcome is recorded, and what the worker is told."""
+class TransmissionAttempt:
+    """One attempt of one delivery job: how each outcome is recorded on its Task, and what the
+    worker is told. The SCRIPT and FHIR-pharmacy deliveries add their own outcomes."""
 
-    delivery: ErxDelivery
+    delivery: "HttpDelivery"  # its record() writes the outcome
     job: OutboxJob
     task_id: str
     mr_ref: str
-    message_type: str
-    message_id: str
     final: bool  # the last attempt allowed: a failure dead-letters
 
     def _what(self) -> str:
-        return f"{self.job.kind} job {self.job.id} (MessageID {self.message_id}, attempt {self.job.attempts})"
+        return f"{self.job.kind} job {self.job.id} (delivery {self.job.key}, attempt {self.job.attempts})"
+
+    async def _recording(self, change: Change) -> Recorded:
+        return await self.delivery.record(self.task_id, self.mr_ref, change)
 
     async def _record(self, change: Change) -> Recorded:
         try:
-            recorded = await self.delivery.record(self.task_id, self.mr_ref, change,
-                                                  message_type=self.message_type, message_id=self.message_id)
+            recorded = await self._recording(change)
         except TransmissionError as exc:
             raise RetryLater(f"could not record the delivery: {exc}") from None
         if recorded.written:
@@ -340,13 +345,26 @@ class _Attempt:
         return recorded
 
     async def transport_failed(self, reason: str, *, after: float | None = None) -> NoReturn:
-        """No SCRIPT answer: the Task becomes retrying (dead-letter on the final attempt)."""
+        """No answer (or none to trust): the Task becomes retrying (dead-letter on the final attempt)."""
         attempts, final = self.job.attempts, self.final
-        await self._record(lambda task, mr: consequences(
+        await self._record(lambda task, mr: self.delivery.consequences(
             mr, transport_failure(task, reason, attempts=attempts, dead_letter=final)))
         if final:
             raise Permanent(f"{reason}; gave up after {attempts} attempts")
         raise RetryLater(reason, after)
+
+
+@dataclass
+class _Attempt(TransmissionAttempt):
+    message_type: str = ""
+    message_id: str = ""
+
+    def _what(self) -> str:
+        return f"{self.job.kind} job {self.job.id} (MessageID {self.message_id}, attempt {self.job.attempts})"
+
+    async def _recording(self, change: Change) -> Recorded:
+        return await self.delivery.record(self.task_id, self.mr_ref, change,
+                                          message_type=self.message_type, message_id=self.message_id)
 
     async def refused(self, reason: str) -> NoReturn:
         """The gateway refuses the HTTP request itself (4xx): sending it again changes nothing."""

@@ -71,7 +71,6 @@ import copy
 import logging
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
@@ -96,14 +95,13 @@ from mappers.ncpdp.reflect import (
     task_parameter,
     task_parameters,
     transmitted_message_type,
-    transport_failure,
 )
 from mappers.ncpdp.resources import PrescriptionContext, Read
 
 from ..outbox import Permanent, RetryLater
 from ..storage import UnitOfWork
 from ..storage.base import OutboxJob
-from .delivery import (Change, HttpDelivery, Recorded, TransmissionError, apply_to_transmission, mark_state,
+from .delivery import (Change, HttpDelivery, Recorded, TransmissionAttempt, apply_to_transmission, mark_state,
                        split_reference)
 
 log = logging.getLogger("fhir_server.erx")
@@ -386,6 +384,9 @@ def _transaction_answer(answer: object, address: str) -> tuple[str | None, str |
 class FhirPharmacyDelivery(HttpDelivery):
     """The "erx.fhir" handler: `OutboxWorker(store, {"erx.fhir": FhirPharmacyDelivery(store, settings).handle})`."""
 
+    def consequences(self, medication_request: dict, task: dict) -> DeliveryChanges:
+        return consequences(medication_request, task)  # this module's: FHIR orders, not SCRIPT messages
+
     async def handle(self, job: OutboxJob) -> None:
         try:
             payload = job.payload
@@ -452,35 +453,8 @@ class FhirPharmacyDelivery(HttpDelivery):
         return await apply_to_transmission(self.store, task_id, change, medication_request_ref=mr_ref)
 
 
-@dataclass
-class _Attempt:
-    """One attempt of one job: how each outcome is recorded, and what the worker is told."""
-
-    delivery: FhirPharmacyDelivery
-    job: OutboxJob
-    task_id: str
-    mr_ref: str
-    final: bool  # the last attempt allowed: a failure dead-letters
-
-    def _what(self) -> str:
-        return f"{self.job.kind} job {self.job.id} (delivery {self.job.key}, attempt {self.job.attempts})"
-
-    async def _record(self, change: Change) -> Recorded:
-        try:
-            recorded = await self.delivery.record(self.task_id, self.mr_ref, change)
-        except TransmissionError as exc:
-            raise RetryLater(f"could not record the delivery: {exc}") from None
-        if recorded.written:
-            log.info("erx: %s: Task/%s %s -> %s", self._what(), self.task_id, recorded.before or "-", recorded.after)
-        return recorded
-
-    async def transport_failed(self, reason: str, *, after: float | None = None) -> NoReturn:
-        attempts, final = self.job.attempts, self.final
-        await self._record(lambda task, mr: consequences(
-            mr, transport_failure(task, reason, attempts=attempts, dead_letter=final)))
-        if final:
-            raise Permanent(f"{reason}; gave up after {attempts} attempts")
-        raise RetryLater(reason, after)
+class _Attempt(TransmissionAttempt):
+    """One attempt of one FHIR delivery (delivery.TransmissionAttempt records and retries)."""
 
     async def refused(self, status: int, outcome: dict | None) -> NoReturn:
         attempts = self.job.attempts
