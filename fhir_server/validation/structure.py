@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.validation.issues import Issue
 from fhir_server.validation.resource_types import modelled_types, resource_types
 from fhir_server.validation.structure_table import (
     JSON_BOOLEAN,
@@ -36,15 +36,6 @@ from fhir_server.validation.structure_table import (
 )
 
 __all__ = ["Issue", "StructureError", "validate_resource"]
-
-
-@dataclass(frozen=True)
-class Issue:
-    severity: str  # "error" (or "warning")
-    code: str  # OperationOutcome IssueType: "structure", "required", "value", "code-invalid", "invalid",
-    #            "not-supported" (a resource type outside R4 or not served here)
-    expression: str  # FHIRPath-style location, e.g. "Patient.name[0].family"
-    diagnostics: str  # human-readable; never echoes the offending value
 
 
 class StructureError(Exception):
