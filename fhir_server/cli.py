@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import replace
 
-from .config import Settings
+from .config import Settings, parse_required_profiles
 
 log = logging.getLogger("fhir_server")
 
@@ -42,6 +42,9 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
                        help="bearer secret the gateway presents on /erx/inbound [FHIR_ERX_INBOUND_TOKEN]")
     serve.add_argument("--erx-max-attempts", type=int, default=defaults.erx_max_attempts,
                        help="deliveries tried before a transmission is dead-lettered [FHIR_ERX_MAX_ATTEMPTS]")
+    serve.add_argument("--require-profile", action="append", metavar="TYPE=URL", default=None,
+                       help="a profile every write of TYPE must meet (repeatable; default none) "
+                            "[FHIR_REQUIRED_PROFILES, space-separated]")
     reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
                                                   "(after the search-parameter registry changed)")
     reindex.add_argument("--database", default=defaults.database_url, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth, workers=args.workers,
             erx_gateway=args.erx_gateway, erx_sender_id=args.erx_sender_id,
             erx_inbound_token=args.erx_inbound_token, erx_max_attempts=args.erx_max_attempts,
+            required_profiles=(parse_required_profiles(args.require_profile) if args.require_profile is not None
+                               else defaults.required_profiles),
         ), args.log_level)
     if args.command == "reindex":
         return asyncio.run(reindex(args.database))

@@ -29,6 +29,15 @@ class Settings:
     erx_sender_id: str = "TELEHEALTH"  # this system's account id at the gateway
     erx_inbound_token: str | None = None  # bearer secret the gateway presents on /erx/inbound
     erx_max_attempts: int = 8
+    # profiles every write of a type must meet, besides the base definition and meta.profile claims
+    # (empty by default: the server also stores EHR data that is not part of an async visit)
+    required_profiles: tuple[tuple[str, str], ...] = ()  # (resource type, profile url) pairs
+
+    def required_profiles_by_type(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for resource_type, url in self.required_profiles:
+            out.setdefault(resource_type, []).append(url)
+        return out
 
     @property
     def erx(self) -> ErxSettings:
@@ -54,6 +63,8 @@ class Settings:
             env["FHIR_ERX_GATEWAY"] = self.erx_gateway
         if self.erx_inbound_token:
             env["FHIR_ERX_INBOUND_TOKEN"] = self.erx_inbound_token
+        if self.required_profiles:
+            env["FHIR_REQUIRED_PROFILES"] = " ".join(f"{t}={url}" for t, url in self.required_profiles)
         return env
 
     @classmethod
@@ -73,4 +84,16 @@ class Settings:
             erx_sender_id=env.get("FHIR_ERX_SENDER_ID", cls.erx_sender_id),
             erx_inbound_token=env.get("FHIR_ERX_INBOUND_TOKEN") or None,
             erx_max_attempts=int(env.get("FHIR_ERX_MAX_ATTEMPTS", cls.erx_max_attempts)),
+            required_profiles=parse_required_profiles(env.get("FHIR_REQUIRED_PROFILES", "").split()),
         )
+
+
+def parse_required_profiles(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """`Type=profile-url` items (the --require-profile flag, FHIR_REQUIRED_PROFILES space-separated)."""
+    out = []
+    for value in values:
+        resource_type, sep, url = value.partition("=")
+        if not sep or not resource_type or not url:
+            raise ValueError(f"expected Type=profile-url, got {value!r}")
+        out.append((resource_type, url))
+    return tuple(out)

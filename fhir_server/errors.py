@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from profiles.canonical import CANONICAL_BASE
+
+
+# issue.details.coding system for the rule a validation issue reports (research/validation.md VAL-80)
+VALIDATION_RULE_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/validation-rule"
+
 
 @dataclass(frozen=True, slots=True)
 class OutcomeIssue:
@@ -16,9 +22,12 @@ class OutcomeIssue:
     code: str  # IssueType, http://hl7.org/fhir/R4/valueset-issue-type.html
     diagnostics: str
     expression: str | None = None
+    rule: str | None = None  # the validation rule broken (a constraint key such as pat-1, or one of ours)
 
     def to_json(self) -> dict:
         issue: dict = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        if self.rule:
+            issue["details"] = {"coding": [{"system": VALIDATION_RULE_SYSTEM, "code": self.rule}], "text": self.diagnostics}
         if self.expression:
             issue["expression"] = [self.expression]
         return issue

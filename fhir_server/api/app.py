@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from profiles.guide import load_guide
 from smart_auth.routes import ROUTES as SMART_ROUTES
 from smart_auth.server import SmartAuthorizationServer
 from smart_auth.service import AuthService
@@ -21,9 +22,11 @@ from smart_auth.service import AuthService
 from ..config import Settings
 from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
+from ..interactions.profile_check import ValidatingStore
 from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
+from ..validation.service import Validation
 from .access_log import AccessLog
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
@@ -39,12 +42,18 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     if settings.auth_enabled and auth is None:
         auth = AuthService.from_url(settings.database_url)
     erx = erx_components(settings.erx, store)  # e-prescribing, when a gateway is configured
-    store = erx.store
+    # every write is validated (base definition, claimed and required profiles, Questionnaire)
+    # inside its unit of work; the implementation guide's resources are read-only
+    validation = Validation(load_guide(), settings.required_profiles_by_type())
+    store = ValidatingStore(erx.store, validation)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up()
         await store.open()
+        seeded = await store.seed_guide()
+        if seeded:
+            log.info("implementation guide: %d conformance resources stored", seeded)
         if auth is not None:
             await auth.open()
         # The models, tables and registry loaded above are ~300k long-lived objects: without this,
@@ -73,6 +82,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.validation = validation
     app.state.auth = auth  # None with --no-auth: every request is served unrestricted
     app.state.erx_settings = settings.erx
     if auth is not None:

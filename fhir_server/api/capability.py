@@ -11,6 +11,7 @@ import orjson
 from fastapi import FastAPI
 from starlette.routing import Route
 
+from profiles.guide import IG_URL
 from smart_auth.discovery import capability_security
 
 from .. import __version__
@@ -42,6 +43,9 @@ _ERX_DOCUMENTATION = {
         "decision Approved or ApprovedWithChanges, refills) or rejecting it (a denial reason) sends "
         "the RxRenewalResponse."),
 }
+
+
+_VALIDATE_OPERATION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 
 
 class FhirRoute(Route):
@@ -110,6 +114,13 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
             if revincludes.get(name):  # R4 JSON has no empty arrays
                 resource["searchRevInclude"] = revincludes[name]
             resource["searchParam"] = _search_params(name)
+        validation = getattr(app.state, "validation", None)
+        if validation is not None:
+            supported = [*validation.guide.profiles_by_type().get(name, []), *validation.required.get(name, ())]
+            if supported:
+                resource["supportedProfile"] = sorted(set(supported))
+        if "operation-validate" in codes:
+            resource["operation"] = [{"name": "validate", "definition": _VALIDATE_OPERATION}]
         if name in _ERX_DOCUMENTATION and getattr(app.state, "erx_settings", None) and app.state.erx_settings.enabled:
             resource["documentation"] = _ERX_DOCUMENTATION[name]
         resources.append(resource)
@@ -122,7 +133,7 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
         rest["security"] = capability_security(base)
     if "search-compartment" in codes:
         rest["compartment"] = ["http://hl7.org/fhir/CompartmentDefinition/patient"]
-    return {
+    statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": _STARTED,
@@ -135,6 +146,9 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
         "patchFormat": list(PATCH_FORMATS),
         "rest": [rest],
     }
+    if getattr(app.state, "validation", None) is not None:
+        statement["implementationGuide"] = [IG_URL]
+    return statement
 
 
 def capability_statement(app: FastAPI, base: str) -> bytes:

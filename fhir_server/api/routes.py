@@ -26,9 +26,12 @@ from ..interactions.preconditions import parse_if_match
 from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
 from ..interactions.rendering import history_bundle
 from ..interactions.search import build_query, compartment_query, encode_cursor, search, searchset_bundle
+from ..interactions.profile_check import outcome_issues
+from ..interactions.validate_operation import parse_validate_request, validate_operation
 from ..interactions.validation import check, require_resource_type
 from ..search.parse import CURSOR
 from ..storage import HistoryPage, Store, StoredVersion
+from ..validation.issues import Issue
 from ..validation.resource_types import resource_types as all_resource_types
 from .authorization import request_principal
 from .capability import FhirRoute, capability_statement
@@ -166,6 +169,39 @@ async def conditional_delete(request: Request, resource_type: str) -> Response:
     async with _store(request).unit_of_work() as uow:
         marker = await conditional.delete_by_criteria(uow, resource_type, request.url.query, principal)
     return _deleted(request, media, marker, resource_type)
+
+
+# -- $validate (before the instance routes: GET /{type}/{id}/$validate is not a compartment search)
+
+
+@interaction("POST", "/{resource_type}/$validate", "operation-validate")
+async def validate_type(request: Request, resource_type: str) -> Response:
+    return await _validate(request, resource_type, None)
+
+
+@interaction("POST", "/{resource_type}/{id}/$validate", "operation-validate")
+async def validate_instance(request: Request, resource_type: str, id: str) -> Response:
+    return await _validate(request, resource_type, id)
+
+
+@interaction("GET", "/{resource_type}/{id}/$validate", "operation-validate")
+async def validate_instance_get(request: Request, resource_type: str, id: str) -> Response:
+    return await _validate(request, resource_type, id)
+
+
+async def _validate(request: Request, resource_type: str, id: str | None) -> Response:
+    """200 with the OperationOutcome whether or not the resource is valid (R4 Resource-validate)."""
+    principal = await request_principal(request)
+    media = response_media_type(request)
+    require_resource_type(resource_type)
+    has_body = request.method == "POST" and request.headers.get("content-length") not in (None, "0")
+    body = await read_json(request, _body_limit(request)) if has_body else None
+    parsed = parse_validate_request(body, list(request.query_params.multi_items()))
+    issues = await validate_operation(_store(request), request.app.state.validation, resource_type, parsed,
+                                      id=id, principal=principal)
+    if not issues:
+        issues = [Issue("information", "informational", resource_type, "No issues found: the resource is valid", None)]
+    return fhir_response(orjson.dumps(operation_outcome(outcome_issues(issues))), request, media_type=media)
 
 
 # -- instance level --------------------------------------------------------------------------

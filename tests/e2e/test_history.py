@@ -56,7 +56,7 @@ def test_history_paging_is_stable_while_data_changes(client):
 def test_type_history_has_only_that_type(client):
     tag = uuid.uuid4().hex[:8]
     _put(client, "Practitioner", f"pr-{tag}", active=True)
-    _put(client, "Organization", f"org-{tag}", active=True)
+    _put(client, "Organization", f"org-{tag}", active=True, name="Clinic")  # org-1: a name or an identifier
     bundle = client.get("/Practitioner/_history?_count=1000").json()
     assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"Practitioner"}
 
