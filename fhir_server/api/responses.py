@@ -40,9 +40,11 @@ def resource_response(version: StoredVersion, request: Request, media_type: str,
 
 
 def write_response(
-    version: StoredVersion, request: Request, media_type: str, prefer: Prefer, base: str, *, status: int
+    version: StoredVersion, request: Request, media_type: str, prefer: Prefer, base: str, *, status: int,
+    warnings: list[OutcomeIssue] | None = None,
 ) -> Response:
-    """The answer to create, update and patch, shaped by `Prefer: return=` (R4 http.html#ops)."""
+    """The answer to create, update and patch, shaped by `Prefer: return=` (R4 http.html#ops);
+    an OperationOutcome answer also carries the validation warnings of the write."""
     headers = version_headers(version, base, location=True)
     if prefer.return_ == RETURN_MINIMAL:
         return fhir_response(None, request, status=status, headers=headers)
@@ -50,7 +52,7 @@ def write_response(
         verb = "created" if status == 201 else "updated"
         outcome = operation_outcome(
             [OutcomeIssue("information", "informational", f"{version.resource_type}/{version.id} {verb} "
-                          f"(version {version.version})")]
+                          f"(version {version.version})"), *(warnings or [])]
         )
         return fhir_response(orjson.dumps(outcome), request, status=status, media_type=media_type, headers=headers)
     return fhir_response(version.body, request, status=status, media_type=media_type, headers=headers)

@@ -26,7 +26,7 @@ from ..interactions.preconditions import parse_if_match
 from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
 from ..interactions.rendering import history_bundle
 from ..interactions.search import build_query, compartment_query, encode_cursor, search, searchset_bundle
-from ..interactions.profile_check import outcome_issues
+from ..interactions.profile_check import collected_warnings, outcome_issues
 from ..interactions.validate_operation import parse_validate_request, validate_operation
 from ..interactions.validation import check, require_resource_type
 from ..search.parse import CURSOR
@@ -138,13 +138,15 @@ async def create(request: Request, resource_type: str) -> Response:
     require_resource_type(resource_type)
     checked = check(await read_json(request, _body_limit(request)), resource_type)
     criteria = request.headers.get("if-none-exist")
-    async with _store(request).unit_of_work() as uow:
-        if criteria is None:
-            version, created = await crud.create(uow, checked, principal=principal), True
-        else:
-            version, created = await conditional.create_if_none_exist(uow, checked, criteria, principal=principal)
+    with collected_warnings() as warnings:
+        async with _store(request).unit_of_work() as uow:
+            if criteria is None:
+                version, created = await crud.create(uow, checked, principal=principal), True
+            else:
+                version, created = await conditional.create_if_none_exist(uow, checked, criteria, principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
-    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
+    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200,
+                          warnings=outcome_issues(warnings))
 
 
 @interaction("PUT", "/{resource_type}", "conditional-update")
@@ -154,11 +156,13 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     checked = check(await read_json(request, _body_limit(request)), resource_type)
-    async with _store(request).unit_of_work() as uow:
-        version, created = await conditional.update_by_criteria(uow, checked, request.url.query, if_match=if_match,
-                                                                principal=principal)
+    with collected_warnings() as warnings:
+        async with _store(request).unit_of_work() as uow:
+            version, created = await conditional.update_by_criteria(uow, checked, request.url.query,
+                                                                    if_match=if_match, principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
-    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
+    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200,
+                          warnings=outcome_issues(warnings))
 
 
 @interaction("DELETE", "/{resource_type}", "conditional-delete")
@@ -245,10 +249,12 @@ async def update(request: Request, resource_type: str, id: str) -> Response:
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     checked = crud.check_update(resource_type, id, await read_json(request, _body_limit(request)))
-    async with _store(request).unit_of_work() as uow:
-        version, created = await crud.update(uow, checked, if_match=if_match, principal=principal)
+    with collected_warnings() as warnings:
+        async with _store(request).unit_of_work() as uow:
+            version, created = await crud.update(uow, checked, if_match=if_match, principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
-    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200)
+    return write_response(version, request, media, prefer, base_url(request), status=201 if created else 200,
+                          warnings=outcome_issues(warnings))
 
 
 @interaction("PATCH", "/{resource_type}/{id}", "patch")
@@ -258,10 +264,12 @@ async def patch(request: Request, resource_type: str, id: str) -> Response:
     require_resource_type(resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     operations = await read_json(request, _body_limit(request), accepted=(JSON_PATCH,))
-    version = await crud.patch_standalone(_store(request), resource_type, id, operations, if_match=if_match,
-                                          principal=principal)
+    with collected_warnings() as warnings:
+        version = await crud.patch_standalone(_store(request), resource_type, id, operations, if_match=if_match,
+                                              principal=principal)
     prefer = parse_prefer(request.headers.get("prefer"))
-    return write_response(version, request, media, prefer, base_url(request), status=200)
+    return write_response(version, request, media, prefer, base_url(request), status=200,
+                          warnings=outcome_issues(warnings))
 
 
 @interaction("DELETE", "/{resource_type}/{id}", "delete")

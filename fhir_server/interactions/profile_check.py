@@ -14,8 +14,9 @@ read-only: writing or deleting one is refused with 405.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import Any, AsyncIterator, Iterator
 
 import orjson
 
@@ -25,7 +26,23 @@ from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork
 from ..validation.issues import Issue, has_errors
 from ..validation.service import Validation, literal_references, questionnaire_canonical
 
-__all__ = ["ValidatingStore", "validate_with_store", "outcome_issues", "find_questionnaire", "seed_guide"]
+__all__ = ["ValidatingStore", "validate_with_store", "outcome_issues", "find_questionnaire", "seed_guide",
+           "collected_warnings"]
+
+# Warnings of the writes a request made (an unknown claimed profile, an extensible binding not met):
+# not reasons to refuse, but a client asking `Prefer: return=OperationOutcome` gets them.
+_warnings: ContextVar[list[Issue] | None] = ContextVar("validation_warnings", default=None)
+
+
+@contextmanager
+def collected_warnings() -> Iterator[list[Issue]]:
+    """Collect the validation warnings of the writes made inside the block (by this task)."""
+    found: list[Issue] = []
+    token = _warnings.set(found)
+    try:
+        yield found
+    finally:
+        _warnings.reset(token)
 
 
 def outcome_issues(issues: list[Issue]) -> list[OutcomeIssue]:
@@ -88,6 +105,9 @@ class _ValidatingUnitOfWork:
                 # errors only: warnings (narrative best practice, extensible bindings) are $validate's to report
                 issues=outcome_issues([i for i in issues if i.severity in ("fatal", "error")]),
             )
+        sink = _warnings.get()
+        if sink is not None:
+            sink.extend(i for i in issues if i.severity == "warning")
         return await self._inner.write(resource_type, id, resource, **options)
 
     async def delete(self, resource_type: str, id: str, **options: Any) -> StoredVersion | None:

@@ -129,10 +129,11 @@ def test_a_base_invariant_is_enforced_on_every_write(client):
     assert "pat-1" in rules_of(response.json())
 
 
-def test_an_unknown_claimed_profile_is_not_an_error(client):
-    response = client.post("/Patient", json={"resourceType": "Patient",
-                                              "meta": {"profile": ["http://example.org/StructureDefinition/nope"]}})
+def test_an_unknown_claimed_profile_is_stored_with_a_warning_never_silently(client):
+    response = client.post("/Patient", headers={"Prefer": "return=OperationOutcome"},
+                           json={"resourceType": "Patient", "meta": {"profile": ["http://example.org/StructureDefinition/nope"]}})
     assert response.status_code == 201
+    assert "profile-unknown" in rules_of(response.json(), severity="warning")
 
 
 def test_a_transaction_with_one_invalid_entry_changes_nothing(client):

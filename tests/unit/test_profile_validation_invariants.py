@@ -200,3 +200,20 @@ def test_discriminator_paths() -> None:
     assert parse_path("$this") == (("this", ""),)
     assert parse_path("extension('http://example.org/a.b').value") == (("ext", "http://example.org/a.b"), ("name", "value"))
     assert parse_path("subject.resolve().ofType(Patient)") == (("name", "subject"), ("resolve", ""), ("type", "Patient"))
+
+
+@pytest.mark.parametrize("resource, rule, expression", [
+    ({"resourceType": "QuestionnaireResponse", "status": "completed",
+      "item": [{"linkId": "a", "answer": [{"valueBoolean": True}], "item": [{"linkId": "b"}]}]},
+     "qrs-1", "QuestionnaireResponse.item[0]"),
+    ({"resourceType": "Patient", "telecom": [{"value": "555-0100"}]}, "cpt-2", "Patient.telecom[0]"),
+])
+def test_native_invariants_fail_where_the_published_expression_fails(validator, resource, rule, expression):
+    import fhirpathpy
+    from fhirpathpy.models import models
+
+    assert (("error", rule, expression)) in findings(validator.validate_base(resource))
+    # the same verdict as fhirpathpy on the published expression
+    key_expr = next(k for k in NATIVE if k[0] == rule)
+    focus = resource["item"][0] if rule == "qrs-1" else resource["telecom"][0]
+    assert fhirpathpy.evaluate(focus, key_expr[1], model=models["r4"]) == [False]
