@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 import orjson
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from profiles.guide import IG_URL
 from smart_auth.discovery import capability_security
@@ -54,6 +55,14 @@ class FhirRoute(Route):
     def __init__(self, *args, interactions: tuple[str, ...], **kwargs):
         super().__init__(*args, **kwargs)
         self.interactions = interactions
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        # Starlette's plain Route does not record itself in the scope (FastAPI's APIRoute does):
+        # the access log reads the route template from there, never the URL
+        match, child = super().matches(scope)
+        if match != Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 _STARTED = format_instant(datetime.now(timezone.utc))

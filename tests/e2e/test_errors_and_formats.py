@@ -101,3 +101,10 @@ def test_malformed_if_match_is_400(client):
     r = client.put("/Patient/x1", json={"resourceType": "Patient", "id": "x1"},
                    headers={**FHIR_JSON, "If-Match": "version one"})
     _is_outcome(r, 400)
+
+
+def test_the_access_log_names_the_route_template_never_the_url(server, client):
+    client.get("/Patient/access-log-probe-7f3a")
+    log = server.log_path.read_text(errors="replace")
+    assert "GET /{resource_type}/{id} 404" in log
+    assert "access-log-probe-7f3a" not in log  # ids in URLs can identify patients
