@@ -18,7 +18,7 @@ from .definitions import DefinitionIndex
 from .issues import Issue
 from .ports import ReferenceResolver
 from .profile import ProfileValidator
-from .questionnaire import validate_response
+from .questionnaire import check_questionnaire, validate_response
 from .terminology import LocalTerminology
 
 __all__ = ["Validation", "ConfigurationError", "literal_references", "questionnaire_canonical"]
@@ -73,6 +73,10 @@ class Validation:
         issues = list(self.profiles.validate_claimed(resource, resolve=resolve))
         for url in self.profiles_for(resource, profiles):
             issues.extend(self.profiles.validate(resource, url, resolve=resolve))
+        if resource.get("resourceType") == "Questionnaire":
+            # what the que-* invariants (checked above) cannot say: enableWhen names a real, earlier
+            # question whose type its answer fits; answerOptions fit the item type
+            issues.extend(i for i in check_questionnaire(resource) if i.rule in _QUESTIONNAIRE_RULES)
         if resource.get("resourceType") == "QuestionnaireResponse" and resource.get("questionnaire"):
             if questionnaire is not None:
                 issues.extend(validate_response(resource, questionnaire, self.terminology))
@@ -84,6 +88,9 @@ class Validation:
                     "qr-questionnaire-unknown",
                 ))
         return issues
+
+
+_QUESTIONNAIRE_RULES = frozenset({"que-enablewhen-target", "que-enablewhen-type", "que-option-type"})
 
 
 def _meta_profiles(resource: dict) -> list[str]:

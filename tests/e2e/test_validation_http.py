@@ -264,3 +264,14 @@ def test_a_required_profile_the_server_does_not_know_stops_it_from_starting(tmp_
     proc = ServerProcess(tmp_path / "fhir.db", extra_args=["--require-profile", "Encounter=http://example.org/nope"])
     with pytest.raises(RuntimeError):
         proc.start(timeout=30)
+
+
+def test_a_questionnaire_whose_enable_when_can_never_match_is_refused(client):
+    questionnaire = {"resourceType": "Questionnaire", "status": "draft", "item": [
+        {"linkId": "smoker", "text": "Do you smoke?", "type": "string"},
+        {"linkId": "packs", "text": "Packs a day", "type": "integer",
+         "enableWhen": [{"question": "smoker", "operator": "=", "answerBoolean": True}]},
+    ]}
+    response = client.post("/Questionnaire", json=questionnaire)
+    assert response.status_code == 400
+    assert "que-enablewhen-type" in rules_of(response.json())
