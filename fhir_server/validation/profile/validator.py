@@ -17,6 +17,8 @@ once per process (or per guide) and shared by every write and `$validate`:
 
 from __future__ import annotations
 
+import logging
+
 from fhir_server.validation.definitions import CORE_PREFIX
 from fhir_server.validation.issues import Issue
 from fhir_server.validation.ports import Definitions, Membership, ReferenceResolver, Terminology
@@ -28,6 +30,8 @@ __all__ = ["ProfileValidator", "BEST_PRACTICE_LEVELS"]
 BEST_PRACTICE_LEVELS = ("ignore", "information", "warning", "error")
 _MEMBERSHIP_CACHE_LIMIT = 50_000
 
+
+log = logging.getLogger("fhir_server.validation")
 
 class ProfileValidator:
     def __init__(self, definitions: Definitions, terminology: Terminology, *, best_practice: str = "warning") -> None:
@@ -73,7 +77,11 @@ class ProfileValidator:
         try:
             return walk.run(resource, structure, resource_type)
         except Exception as exc:
-            # a defect of ours must not reject the data, nor let it pass silently (as VAL-63 for invariants)
+            # a defect of ours must not reject the data, nor let it pass silently (as VAL-63 for invariants):
+            # a warning in the outcome, and the defect in the log for the operator (type and profile only:
+            # the traceback's locals and messages may hold patient data)
+            log.warning("validator defect: %s while validating a %s against %s", type(exc).__name__,
+                        resource_type, structure.canonical)
             return walk.issues + [
                 Issue(
                     "warning",
