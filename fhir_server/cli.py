@@ -45,6 +45,8 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--require-profile", action="append", metavar="TYPE=URL", default=None,
                        help="a profile every write of TYPE must meet (repeatable; default none) "
                             "[FHIR_REQUIRED_PROFILES, space-separated]")
+    serve.add_argument("--visit-fee", default=defaults.visit_fee,
+                       help="flat fee of an asynchronous visit, amount and ISO 4217 currency [FHIR_VISIT_FEE]")
     reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
                                                   "(after the search-parameter registry changed)")
     reindex.add_argument("--database", default=defaults.database_url, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             erx_inbound_token=args.erx_inbound_token, erx_max_attempts=args.erx_max_attempts,
             required_profiles=(parse_required_profiles(args.require_profile) if args.require_profile is not None
                                else defaults.required_profiles),
+            visit_fee=args.visit_fee,
         ), args.log_level)
     if args.command == "reindex":
         return asyncio.run(reindex(args.database))

@@ -32,6 +32,7 @@ class Settings:
     # profiles every write of a type must meet, besides the base definition and meta.profile claims
     # (empty by default: the server also stores EHR data that is not part of an async visit)
     required_profiles: tuple[tuple[str, str], ...] = ()  # (resource type, profile url) pairs
+    visit_fee: str = "39.99 USD"  # the flat fee of an asynchronous visit (a ChargeItem per submitted visit)
 
     def required_profiles_by_type(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -63,6 +64,7 @@ class Settings:
             env["FHIR_ERX_GATEWAY"] = self.erx_gateway
         if self.erx_inbound_token:
             env["FHIR_ERX_INBOUND_TOKEN"] = self.erx_inbound_token
+        env["FHIR_VISIT_FEE"] = self.visit_fee
         if self.required_profiles:
             env["FHIR_REQUIRED_PROFILES"] = " ".join(f"{t}={url}" for t, url in self.required_profiles)
         return env
@@ -85,6 +87,7 @@ class Settings:
             erx_inbound_token=env.get("FHIR_ERX_INBOUND_TOKEN") or None,
             erx_max_attempts=int(env.get("FHIR_ERX_MAX_ATTEMPTS", cls.erx_max_attempts)),
             required_profiles=parse_required_profiles(env.get("FHIR_REQUIRED_PROFILES", "").split()),
+            visit_fee=env.get("FHIR_VISIT_FEE", cls.visit_fee),
         )
 
 

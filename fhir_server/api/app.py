@@ -27,6 +27,7 @@ from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
 from ..validation.service import Validation
+from ..visit.submit import VisitFee
 from .access_log import AccessLog
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
@@ -83,6 +84,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     app.state.settings = settings
     app.state.store = store
     app.state.validation = validation
+    app.state.visit_fee = VisitFee.parse(settings.visit_fee)
     app.state.auth = auth  # None with --no-auth: every request is served unrestricted
     app.state.erx_settings = settings.erx
     if auth is not None:

@@ -47,6 +47,7 @@ _ERX_DOCUMENTATION = {
 
 
 _VALIDATE_OPERATION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+_SUBMIT_OPERATION = "http://fhir-async-telehealth.example/OperationDefinition/submit"  # profiles/operations/submit.json
 
 
 class FhirRoute(Route):
@@ -128,8 +129,13 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
             supported = [*validation.guide.profiles_by_type().get(name, []), *validation.required.get(name, ())]
             if supported:
                 resource["supportedProfile"] = sorted(set(supported))
+        operations = []
         if "operation-validate" in codes:
-            resource["operation"] = [{"name": "validate", "definition": _VALIDATE_OPERATION}]
+            operations.append({"name": "validate", "definition": _VALIDATE_OPERATION})
+        if name == "Encounter" and "operation-submit" in codes:
+            operations.append({"name": "submit", "definition": _SUBMIT_OPERATION})
+        if operations:
+            resource["operation"] = operations
         if name in _ERX_DOCUMENTATION and getattr(app.state, "erx_settings", None) and app.state.erx_settings.enabled:
             resource["documentation"] = _ERX_DOCUMENTATION[name]
         resources.append(resource)

@@ -32,6 +32,7 @@ from ..interactions.validation import check, require_resource_type
 from ..search.parse import CURSOR
 from ..storage import HistoryPage, Store, StoredVersion
 from ..validation.issues import Issue
+from ..visit.submit import submit_visit
 from ..validation.resource_types import resource_types as all_resource_types
 from .authorization import request_principal
 from .capability import FhirRoute, capability_statement
@@ -191,6 +192,16 @@ async def validate_instance(request: Request, resource_type: str, id: str) -> Re
 @interaction("GET", "/{resource_type}/{id}/$validate", "operation-validate")
 async def validate_instance_get(request: Request, resource_type: str, id: str) -> Response:
     return await _validate(request, resource_type, id)
+
+
+@interaction("POST", "/Encounter/{id}/$submit", "operation-submit")
+async def submit_encounter(request: Request, id: str) -> Response:
+    """The patient submits an asynchronous visit for review (profiles/operations/submit.json)."""
+    principal = await request_principal(request)
+    media = response_media_type(request)
+    async with _store(request).unit_of_work() as uow:
+        task, created = await submit_visit(uow, request.app.state.validation, id, principal, request.app.state.visit_fee)
+    return resource_response(task, request, media, status=201 if created else 200)
 
 
 async def _validate(request: Request, resource_type: str, id: str | None) -> Response:

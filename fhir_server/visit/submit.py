@@ -1,0 +1,202 @@
+"""`POST Encounter/{id}/$submit`: the patient hands the visit over for review (issue 9, step 2;
+profiles/operations/submit.json).
+
+Checks, each refusal a 422 business-rule OperationOutcome naming its rule, nothing changed:
+  submit-not-async-visit   the Encounter is not an async visit (class VR)
+  submit-not-planned       it was already submitted or closed (409: a conflict with its state)
+  submit-intake-missing    no completed intake QuestionnaireResponse with this encounter
+  submit-intake-invalid    a completed intake does not validate against its Questionnaire
+  submit-state-unknown     where the patient is (the Encounter Location's address.state) is unknown
+
+Then, in one unit of work (lifecycle.py rows `submit` / `triage-decline`):
+  - any red-flag item (intake-concept#red-flag) answered true: the visit is declined at once:
+    Encounter cancelled, the review Task rejected (declined, reason red-flag-emergency), and a
+    Communication tells the patient to seek emergency or in-person care; no fee;
+  - otherwise: Encounter arrived, the review Task requested/submitted (focus the Encounter, for the
+    Patient, input the intakes and the visit's Media), and a ChargeItem for the flat fee.
+The review Task's id is derived from the Encounter's, and created with must_not_exist: a second
+$submit, even a concurrent one, finds the first one's Task and returns it (200) instead of making
+another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import orjson
+
+from smart_auth.access import UPDATE
+from smart_auth.principal import Principal
+
+from ..errors import Conflict, NotFound, OutcomeIssue, UnprocessableEntity
+from ..interactions.guard import check_write
+from ..interactions.profile_check import find_questionnaire
+from ..search.parse import parse_search
+from ..storage import ResourceExists, StoredVersion, UnitOfWork
+from ..storage.serialization import format_instant
+from ..validation.issues import has_errors
+from ..validation.questionnaire import validate_response
+from ..validation.service import Validation
+from .lifecycle import CHARGE_CODE, DECLINE_REASON, INTAKE_CONCEPT, REVIEW_STATUS, STEPS, TASK_CODE
+
+__all__ = ["VisitFee", "submit_visit", "review_task_id"]
+
+_CANONICAL = "http://fhir-async-telehealth.example/StructureDefinition/"
+_TASK_PROFILE = _CANONICAL + "visit-review-task"
+_VR = ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "VR")
+
+
+@dataclass(frozen=True)
+class VisitFee:
+    value: Decimal = Decimal("39.99")
+    currency: str = "USD"
+
+    @classmethod
+    def parse(cls, text: str) -> "VisitFee":
+        """'39.99 USD' (the --visit-fee flag)."""
+        amount, _, currency = text.strip().partition(" ")
+        value = Decimal(amount)
+        if value < 0 or len(currency.strip()) != 3:
+            raise ValueError(f"expected an amount and an ISO 4217 currency, e.g. '39.99 USD', got {text!r}")
+        return cls(value, currency.strip().upper())
+
+
+def review_task_id(encounter_id: str) -> str:
+    """The review Task of a visit has an id derived from the Encounter's (at most 64 characters)."""
+    return "review-" + hashlib.sha256(encounter_id.encode()).hexdigest()[:40]
+
+
+def _refuse(rule: str, message: str, expression: str = "Encounter") -> UnprocessableEntity:
+    return UnprocessableEntity(message, issues=[OutcomeIssue("error", "business-rule", message, expression, rule)])
+
+
+async def _search(uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]) -> list[dict]:
+    page = await uow.search(parse_search([resource_type], [*params, ("_count", "100")]))
+    return [orjson.loads(v.body) for v in page.matches]
+
+
+def _items(items: list) -> list[dict]:
+    out = []
+    for item in items or []:
+        if isinstance(item, dict):
+            out.append(item)
+            out.extend(_items(item.get("item")))
+            for answer in item.get("answer") or []:
+                if isinstance(answer, dict):
+                    out.extend(_items(answer.get("item")))
+    return out
+
+
+def red_flags(response: dict, questionnaire: dict) -> list[str]:
+    """linkIds of red-flag questions (item code intake-concept#red-flag) answered true."""
+    flagged = {i["linkId"] for i in _items(questionnaire.get("item"))
+               if (INTAKE_CONCEPT, "red-flag") in [(c.get("system"), c.get("code")) for c in i.get("code") or []]}
+    return [i["linkId"] for i in _items(response.get("item"))
+            if i.get("linkId") in flagged and any(a.get("valueBoolean") is True for a in i.get("answer") or [])]
+
+
+async def _patient_state(uow: UnitOfWork, encounter: dict) -> str | None:
+    for entry in encounter.get("location") or []:
+        ref = ((entry or {}).get("location") or {}).get("reference") or ""
+        if ref.startswith("Location/"):
+            found = await uow.read("Location", ref.split("/", 1)[1])
+            if found is not None and found.body is not None:
+                state = (orjson.loads(found.body).get("address") or {}).get("state")
+                if isinstance(state, str) and state:
+                    return state
+    return None
+
+
+async def submit_visit(
+    uow: UnitOfWork, validation: Validation, encounter_id: str, principal: Principal, fee: VisitFee,
+    *, now: datetime | None = None,
+) -> tuple[StoredVersion, bool]:
+    """(the review Task, whether this call created it)."""
+    current = await uow.read("Encounter", encounter_id)
+    if current is None or current.body is None:
+        raise NotFound(f"Resource Encounter/{encounter_id} is not known")
+    await check_write(uow, principal, UPDATE, "Encounter", None, current=current)
+    encounter = orjson.loads(current.body)
+    visit_class = encounter.get("class") or {}
+    if (visit_class.get("system"), visit_class.get("code")) != _VR:
+        raise _refuse("submit-not-async-visit", "Only an asynchronous visit (Encounter.class VR) can be submitted",
+                      "Encounter.class")
+    task_id = review_task_id(encounter_id)
+    existing = await uow.read("Task", task_id)
+    if existing is not None and existing.body is not None:
+        return existing, False  # submitted before: the same Task
+    if encounter.get("status") != "planned":
+        raise Conflict(f"The visit cannot be submitted from status '{encounter.get('status')}': it must be planned")
+
+    reference = f"Encounter/{encounter_id}"
+    intakes = [r for r in await _search(uow, "QuestionnaireResponse", [("encounter", reference)])
+               if r.get("status") in ("completed", "amended")]
+    if not intakes:
+        raise _refuse("submit-intake-missing", "The visit has no completed intake (a QuestionnaireResponse with "
+                      "this encounter and status completed)")
+    flags: list[str] = []
+    for intake in intakes:
+        questionnaire = await find_questionnaire(uow, validation, intake.get("questionnaire") or "")
+        if questionnaire is None:
+            raise _refuse("submit-intake-invalid", "The intake's Questionnaire is not known to this server")
+        if has_errors(validate_response(intake, questionnaire, validation.terminology)):
+            raise _refuse("submit-intake-invalid", f"The intake QuestionnaireResponse/{intake['id']} is not valid "
+                          "against its Questionnaire (see $validate)")
+        flags += red_flags(intake, questionnaire)
+    if not await _patient_state(uow, encounter):
+        raise _refuse("submit-state-unknown", "Where the patient is during the visit is unknown: the Encounter "
+                      "needs a location whose address.state is given", "Encounter.location")
+
+    when = format_instant(now or datetime.now(timezone.utc))
+    patient = encounter.get("subject") or {}
+    step = STEPS["triage-decline" if flags else "submit"]
+    media = await _search(uow, "Media", [("encounter", reference)])
+    task: dict = {
+        "resourceType": "Task", "id": task_id, "meta": {"profile": [_TASK_PROFILE]},
+        "status": step.task_to[0],
+        "businessStatus": {"coding": [{"system": REVIEW_STATUS, "code": step.task_to[1]}]},
+        "intent": "order", "code": {"coding": [TASK_CODE]},
+        "focus": {"reference": reference}, "for": patient, "authoredOn": when, "lastModified": when,
+        "input": [
+            *({"type": {"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "QuestionnaireResponse"}],
+                        "text": "Intake"}, "valueReference": {"reference": f"QuestionnaireResponse/{r['id']}"}}
+              for r in intakes),
+            *({"type": {"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "Media"}],
+                        "text": "Photo or video"}, "valueReference": {"reference": f"Media/{m['id']}"}}
+              for m in media),
+        ],
+    }
+    if flags:
+        task["statusReason"] = {"coding": [{"system": DECLINE_REASON, "code": "red-flag-emergency"}],
+                                "text": "Symptoms that need emergency or in-person care"}
+        task["executionPeriod"] = {"start": when, "end": when}
+    try:
+        stored = await uow.write("Task", task_id, task, method="POST", must_not_exist=True)
+    except ResourceExists:
+        found = await uow.read("Task", task_id)
+        assert found is not None
+        return found, False
+    await uow.write("Encounter", encounter_id, {**encounter, "status": step.encounter_to}, method="PUT",
+                    expected_version=current.version)
+    if flags:
+        await uow.write("Communication", f"triage-{task_id}", {
+            "resourceType": "Communication", "id": f"triage-{task_id}", "status": "completed",
+            "subject": patient, "encounter": {"reference": reference}, "recipient": [patient], "sent": when,
+            "about": [{"reference": f"Task/{task_id}"}],
+            "payload": [{"contentString": (
+                "Your answers describe symptoms that need care now, which an online visit cannot give. "
+                "Call your local emergency number or go to an emergency department or urgent care. "
+                "This visit was not charged.")}],
+        }, method="POST", must_not_exist=True)
+    else:
+        await uow.write("ChargeItem", f"fee-{task_id}", {
+            "resourceType": "ChargeItem", "id": f"fee-{task_id}", "status": "billable", "code": {"coding": [CHARGE_CODE],
+            "text": "Asynchronous visit, flat fee"}, "subject": patient, "context": {"reference": reference},
+            "occurrenceDateTime": when, "enteredDate": when,
+            "priceOverride": {"value": float(fee.value), "currency": fee.currency},
+            "overrideReason": "Flat fee of an asynchronous visit, shown to the patient before submitting",
+        }, method="POST", must_not_exist=True)
+    return stored, True

@@ -1,0 +1,168 @@
+"""`POST Encounter/{id}/$submit` over HTTP: a planned async visit with a completed intake becomes a
+review Task, an arrived Encounter and a fee; red flags decline it at once; every refusal names its
+rule and changes nothing; submitting twice gives the same Task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from profiles.canonical import CANONICAL_BASE
+from tests.support import FHIR_JSON, ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = f"{CANONICAL_BASE}/CodeSystem/validation-rule"
+
+
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("visit") / "fhir.db", extra_args=["--visit-fee", "42.50 USD"]).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture()
+def client(server):
+    with httpx.Client(base_url=server.base, timeout=30.0, headers=FHIR_JSON) as c:
+        yield c
+
+
+def set_answer(response: dict, link_id: str, answer: dict) -> None:
+    stack = list(response["item"])
+    while stack:
+        item = stack.pop()
+        if item["linkId"] == link_id:
+            item["answer"] = [answer]
+            return
+        stack.extend(item.get("item", []))
+    raise KeyError(link_id)
+
+
+def start_visit(client: httpx.Client, *, red_flag: bool = False, intake_status: str | None = "completed",
+                state: str | None = "CA", visit_class: str = "VR") -> str:
+    """A transaction as the patient app sends it: Patient, Location, planned Encounter, intake."""
+    patient = load("profiles/examples/async-visit-patient-valid.json")
+    location = load("profiles/examples/patient-location-valid.json")
+    encounter = load("profiles/examples/async-visit-encounter-valid.json")
+    intake = load("tests/fixtures/questionnaire/async-visit-intake-complete.json")
+    for r in (patient, location, encounter, intake):
+        r.pop("id", None)
+    if state is None:  # (an Encounter claiming the visit profile could not even be stored so: patient-location)
+        location["address"].pop("state")
+        location.pop("meta", None)
+        encounter.pop("meta", None)
+    else:
+        location["address"]["state"] = state
+    encounter.update(status="planned", subject={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
+                     location=[{"location": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000002"}}])
+    encounter["class"] = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": visit_class}
+    if visit_class != "VR":  # not an async visit: neither it nor its intake can claim the visit profiles
+        encounter.pop("meta", None)
+        intake.pop("meta", None)
+    encounter.pop("participant", None)
+    intake.update(subject={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
+                  encounter={"reference": "urn:uuid:00000000-0000-4000-8000-000000000003"},
+                  author={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
+                  source={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"})
+    if red_flag:
+        set_answer(intake, "rf-breathing", {"valueBoolean": True})
+    if intake_status:
+        intake["status"] = intake_status
+    entries = [
+        ("urn:uuid:00000000-0000-4000-8000-000000000001", patient),
+        ("urn:uuid:00000000-0000-4000-8000-000000000002", location),
+        ("urn:uuid:00000000-0000-4000-8000-000000000003", encounter),
+    ]
+    if intake_status:
+        entries.append(("urn:uuid:00000000-0000-4000-8000-000000000004", intake))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}} for url, r in entries]}
+    response = client.post("/", json=bundle)
+    assert response.status_code == 200, response.text
+    return next(e["response"]["location"].split("/")[1] for e in response.json()["entry"]
+                if e["response"]["location"].startswith("Encounter/"))
+
+
+def rule(response: httpx.Response) -> set[str]:
+    return {c["code"] for i in response.json()["issue"] for c in i.get("details", {}).get("coding", [])
+            if c["system"] == RULES}
+
+
+def test_submit_makes_the_review_task_the_fee_and_an_arrived_encounter(client):
+    encounter_id = start_visit(client)
+    response = client.post(f"/Encounter/{encounter_id}/$submit")
+    assert response.status_code == 201, response.text
+    task = response.json()
+    assert task["resourceType"] == "Task" and task["status"] == "requested"
+    assert task["businessStatus"]["coding"][0]["code"] == "submitted"
+    assert task["focus"]["reference"] == f"Encounter/{encounter_id}"
+    assert {i["valueReference"]["reference"].split("/")[0] for i in task["input"]} == {"QuestionnaireResponse"}
+    assert client.get(f"/Encounter/{encounter_id}").json()["status"] == "arrived"
+    [charge] = [e["resource"] for e in client.get("/ChargeItem", params={"context": f"Encounter/{encounter_id}"}).json()["entry"]]
+    assert charge["status"] == "billable" and charge["priceOverride"] == {"value": 42.5, "currency": "USD"}
+    # the queue a clinician reads is an ordinary search
+    queue = client.get("/Task", params={"status": "requested", "owner:missing": "true", "_sort": "authored-on",
+                                         "_include": "Task:focus"}).json()
+    assert task["id"] in {e["resource"]["id"] for e in queue["entry"] if e["search"]["mode"] == "match"}
+
+
+def test_submitting_again_returns_the_same_task(client):
+    encounter_id = start_visit(client)
+    first = client.post(f"/Encounter/{encounter_id}/$submit")
+    second = client.post(f"/Encounter/{encounter_id}/$submit")
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
+    assert len(client.get("/ChargeItem", params={"context": f"Encounter/{encounter_id}"}).json().get("entry", [])) == 1
+
+
+def test_red_flags_decline_the_visit_at_once_and_tell_the_patient(client):
+    encounter_id = start_visit(client, red_flag=True)
+    response = client.post(f"/Encounter/{encounter_id}/$submit")
+    assert response.status_code == 201
+    task = response.json()
+    assert task["status"] == "rejected" and task["statusReason"]["coding"][0]["code"] == "red-flag-emergency"
+    assert client.get(f"/Encounter/{encounter_id}").json()["status"] == "cancelled"
+    [message] = [e["resource"] for e in client.get("/Communication", params={"encounter": f"Encounter/{encounter_id}"}).json()["entry"]]
+    assert "emergency" in message["payload"][0]["contentString"]
+    assert not client.get("/ChargeItem", params={"context": f"Encounter/{encounter_id}"}).json().get("entry")
+
+
+@pytest.mark.parametrize("setup, status, expected", [
+    (dict(intake_status=None), 422, "submit-intake-missing"),
+    (dict(intake_status="in-progress"), 422, "submit-intake-missing"),
+    (dict(state=None), 422, "submit-state-unknown"),
+    (dict(visit_class="AMB"), 422, "submit-not-async-visit"),
+])
+def test_refusals_name_their_rule_and_change_nothing(client, setup, status, expected):
+    encounter_id = start_visit(client, **setup)
+    before = client.get(f"/Encounter/{encounter_id}").json()
+    response = client.post(f"/Encounter/{encounter_id}/$submit")
+    assert response.status_code == status
+    assert expected in rule(response)
+    assert client.get(f"/Encounter/{encounter_id}").json() == before
+    assert not client.get("/Task", params={"focus": f"Encounter/{encounter_id}"}).json().get("entry")
+
+
+def test_a_visit_no_longer_planned_cannot_be_submitted(client):
+    encounter_id = start_visit(client)
+    encounter = client.get(f"/Encounter/{encounter_id}").json()
+    encounter["status"] = "finished"
+    assert client.put(f"/Encounter/{encounter_id}", json=encounter).status_code == 200
+    assert client.post(f"/Encounter/{encounter_id}/$submit").status_code == 409
+
+
+def test_an_unknown_visit_is_404(client):
+    assert client.post("/Encounter/no-such-visit/$submit").status_code == 404
+
+
+def test_metadata_lists_submit_and_the_guide_serves_its_definition(client):
+    encounter = next(r for r in client.get("/metadata").json()["rest"][0]["resource"] if r["type"] == "Encounter")
+    assert {"name": "submit", "definition": f"{CANONICAL_BASE}/OperationDefinition/submit"} in encounter["operation"]
+    assert client.get("/OperationDefinition/submit").json()["code"] == "submit"
