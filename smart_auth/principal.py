@@ -6,6 +6,8 @@ FHIR interaction from it alone.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from dataclasses import dataclass, field
 
 from .scopes import ResourceScope, ScopeSet
@@ -34,3 +36,10 @@ class Principal:
 
     def granting(self, resource_type: str, permission: str) -> list[ResourceScope]:
         return self.scopes.granting(resource_type, permission)
+
+
+# The principal of the request being served, set by the API layer once the token is checked
+# (fhir_server/api/authorization.py): write hooks that must know who acts (a clinician claiming a
+# visit for themselves) read it here instead of every interaction passing it down. Each request
+# runs in its own context, so one request never sees another's.
+acting: ContextVar["Principal | None"] = ContextVar("acting_principal", default=None)

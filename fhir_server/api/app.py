@@ -23,11 +23,13 @@ from ..config import Settings
 from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
 from ..interactions.profile_check import ValidatingStore
+from ..interactions.write_hooks import HookedStore, WriteHooks
 from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
 from ..validation.service import Validation
 from ..visit.submit import VisitFee
+from ..visit.transitions import VisitTransitions
 from .access_log import AccessLog
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
@@ -42,7 +44,12 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous, indexer=extract_index)
     if settings.auth_enabled and auth is None:
         auth = AuthService.from_url(settings.database_url)
-    erx = erx_components(settings.erx, store)  # e-prescribing, when a gateway is configured
+    # work that writes cause, in the same unit of work: the visit's steps, and e-prescribing
+    hooks = WriteHooks()
+    transitions = VisitTransitions()
+    hooks.register("Task", transitions.on_task)
+    hooks.register("Communication", transitions.on_communication)
+    erx = erx_components(settings.erx, HookedStore(store, hooks), hooks)  # e-prescribing, when a gateway is configured
     # every write is validated (base definition, claimed and required profiles, Questionnaire)
     # inside its unit of work; the implementation guide's resources are read-only
     validation = Validation(load_guide(), settings.required_profiles_by_type())

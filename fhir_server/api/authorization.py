@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 from starlette.requests import Request
 
-from smart_auth.principal import InvalidToken, Principal
+from smart_auth.principal import InvalidToken, Principal, acting
 from smart_auth.tokens import CLOCK_SKEW
 
 from ..errors import Unauthorized
@@ -36,6 +36,14 @@ _verified: "weakref.WeakKeyDictionary[object, tuple[object, OrderedDict[tuple[st
 
 
 async def request_principal(request: Request) -> Principal:
+    """The request's Principal, also recorded as the acting principal of this request's context
+    (smart_auth.principal.acting) for the write hooks that must know who acts (claiming a visit)."""
+    principal = await _request_principal(request)
+    acting.set(principal)
+    return principal
+
+
+async def _request_principal(request: Request) -> Principal:
     auth = request.app.state.auth
     if auth is None:
         return SUPERUSER

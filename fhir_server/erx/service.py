@@ -37,7 +37,9 @@ class ErxComponents:
             await self.fhir_delivery.aclose()
 
 
-def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
+def erx_components(settings: ErxSettings, store: Store, hooks: WriteHooks | None = None) -> ErxComponents:
+    """With `hooks`, `store` is already a HookedStore over them (the app's: other features hook
+    writes too) and e-prescribing registers its hooks there; without, it wraps `store` itself."""
     if not settings.enabled:
         return ErxComponents(store)
     from .delivery import ErxDelivery
@@ -47,10 +49,12 @@ def erx_components(settings: ErxSettings, store: Store) -> ErxComponents:
     from .renewal import RenewalAnswer
     from .trigger import JOB_KIND, ErxTrigger
 
-    hooks = WriteHooks()
+    if hooks is None:
+        hooks = WriteHooks()
+        store = HookedStore(store, hooks)
     hooks.register("MedicationRequest", ErxTrigger(settings))  # NewRx, CancelRx
     hooks.register("Task", RenewalAnswer(settings))  # a clinician's answer to a renewal request
-    hooked = HookedStore(store, hooks)
+    hooked = store
     delivery = ErxDelivery(hooked, settings)
     fhir_delivery = FhirPharmacyDelivery(hooked, settings)  # FHIR-native pharmacies: "erx.fhir" jobs
     # One attempt limit for both: the worker dead-letters the job when delivery marks the Task so.

@@ -18,11 +18,12 @@ codes: profiles/codesystems/visit-review-status.json.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from profiles.canonical import CANONICAL_BASE
 
-__all__ = ["Step", "STEPS", "REVIEW_STATUS", "TASK_CODE", "DECLINE_REASON", "CHARGE_CODE", "INTAKE_CONCEPT"]
+__all__ = ["review_task_id", "Step", "STEPS", "REVIEW_STATUS", "TASK_CODE", "DECLINE_REASON", "CHARGE_CODE", "INTAKE_CONCEPT"]
 
 REVIEW_STATUS = f"{CANONICAL_BASE}/CodeSystem/visit-review-status"
 DECLINE_REASON = f"{CANONICAL_BASE}/CodeSystem/visit-decline-reason"
@@ -56,3 +57,9 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          ("rejected", "referred-to-synchronous"), "cancelled"),
     Step("complete", _states(("in-progress", "in-review")), ("completed", "completed"), "finished"),
 )}
+
+
+def review_task_id(encounter_id: str) -> str:
+    """The review Task of a visit has an id derived from the Encounter's (at most 64 characters):
+    $submit creates it once, and the message hooks find it without a search."""
+    return "review-" + hashlib.sha256(encounter_id.encode()).hexdigest()[:40]

@@ -21,7 +21,6 @@ another.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -40,9 +39,10 @@ from ..storage.serialization import format_instant
 from ..validation.issues import has_errors
 from ..validation.questionnaire import validate_response
 from ..validation.service import Validation
-from .lifecycle import CHARGE_CODE, DECLINE_REASON, INTAKE_CONCEPT, REVIEW_STATUS, STEPS, TASK_CODE
+from .lifecycle import CHARGE_CODE, DECLINE_REASON, INTAKE_CONCEPT, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
+from .transitions import lifecycle_write
 
-__all__ = ["VisitFee", "submit_visit", "review_task_id"]
+__all__ = ["VisitFee", "submit_visit"]
 
 _CANONICAL = "http://fhir-async-telehealth.example/StructureDefinition/"
 _TASK_PROFILE = _CANONICAL + "visit-review-task"
@@ -62,11 +62,6 @@ class VisitFee:
         if value < 0 or len(currency.strip()) != 3:
             raise ValueError(f"expected an amount and an ISO 4217 currency, e.g. '39.99 USD', got {text!r}")
         return cls(value, currency.strip().upper())
-
-
-def review_task_id(encounter_id: str) -> str:
-    """The review Task of a visit has an id derived from the Encounter's (at most 64 characters)."""
-    return "review-" + hashlib.sha256(encounter_id.encode()).hexdigest()[:40]
 
 
 def _refuse(rule: str, message: str, expression: str = "Encounter") -> UnprocessableEntity:
@@ -173,13 +168,21 @@ async def submit_visit(
         task["statusReason"] = {"coding": [{"system": DECLINE_REASON, "code": "red-flag-emergency"}],
                                 "text": "Symptoms that need emergency or in-person care"}
         task["executionPeriod"] = {"start": when, "end": when}
+    with lifecycle_write():
+        return await _write(uow, task, encounter, current, step.encounter_to, flags, fee, when)
+
+
+async def _write(uow: UnitOfWork, task: dict, encounter: dict, current: StoredVersion, encounter_to: str | None,
+                 flags: list[str], fee: VisitFee, when: str) -> tuple[StoredVersion, bool]:
+    task_id, reference, patient = task["id"], task["focus"]["reference"], task["for"]
+    encounter_id = current.id
     try:
         stored = await uow.write("Task", task_id, task, method="POST", must_not_exist=True)
     except ResourceExists:
         found = await uow.read("Task", task_id)
         assert found is not None
         return found, False
-    await uow.write("Encounter", encounter_id, {**encounter, "status": step.encounter_to}, method="PUT",
+    await uow.write("Encounter", encounter_id, {**encounter, "status": encounter_to}, method="PUT",
                     expected_version=current.version)
     if flags:
         await uow.write("Communication", f"triage-{task_id}", {

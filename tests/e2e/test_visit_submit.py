@@ -4,22 +4,12 @@ rule and changes nothing; submitting twice gives the same Task."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import httpx
 import pytest
 
 from profiles.canonical import CANONICAL_BASE
+from tests.e2e.visit_support import rule, start_visit
 from tests.support import FHIR_JSON, ServerProcess
-
-ROOT = Path(__file__).resolve().parents[2]
-RULES = f"{CANONICAL_BASE}/CodeSystem/validation-rule"
-
-
-def load(path: str) -> dict:
-    return json.loads((ROOT / path).read_text())
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -32,67 +22,6 @@ def server(tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server.base, timeout=30.0, headers=FHIR_JSON) as c:
         yield c
-
-
-def set_answer(response: dict, link_id: str, answer: dict) -> None:
-    stack = list(response["item"])
-    while stack:
-        item = stack.pop()
-        if item["linkId"] == link_id:
-            item["answer"] = [answer]
-            return
-        stack.extend(item.get("item", []))
-    raise KeyError(link_id)
-
-
-def start_visit(client: httpx.Client, *, red_flag: bool = False, intake_status: str | None = "completed",
-                state: str | None = "CA", visit_class: str = "VR") -> str:
-    """A transaction as the patient app sends it: Patient, Location, planned Encounter, intake."""
-    patient = load("profiles/examples/async-visit-patient-valid.json")
-    location = load("profiles/examples/patient-location-valid.json")
-    encounter = load("profiles/examples/async-visit-encounter-valid.json")
-    intake = load("tests/fixtures/questionnaire/async-visit-intake-complete.json")
-    for r in (patient, location, encounter, intake):
-        r.pop("id", None)
-    if state is None:  # (an Encounter claiming the visit profile could not even be stored so: patient-location)
-        location["address"].pop("state")
-        location.pop("meta", None)
-        encounter.pop("meta", None)
-    else:
-        location["address"]["state"] = state
-    encounter.update(status="planned", subject={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
-                     location=[{"location": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000002"}}])
-    encounter["class"] = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": visit_class}
-    if visit_class != "VR":  # not an async visit: neither it nor its intake can claim the visit profiles
-        encounter.pop("meta", None)
-        intake.pop("meta", None)
-    encounter.pop("participant", None)
-    intake.update(subject={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
-                  encounter={"reference": "urn:uuid:00000000-0000-4000-8000-000000000003"},
-                  author={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
-                  source={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"})
-    if red_flag:
-        set_answer(intake, "rf-breathing", {"valueBoolean": True})
-    if intake_status:
-        intake["status"] = intake_status
-    entries = [
-        ("urn:uuid:00000000-0000-4000-8000-000000000001", patient),
-        ("urn:uuid:00000000-0000-4000-8000-000000000002", location),
-        ("urn:uuid:00000000-0000-4000-8000-000000000003", encounter),
-    ]
-    if intake_status:
-        entries.append(("urn:uuid:00000000-0000-4000-8000-000000000004", intake))
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}} for url, r in entries]}
-    response = client.post("/", json=bundle)
-    assert response.status_code == 200, response.text
-    return next(e["response"]["location"].split("/")[1] for e in response.json()["entry"]
-                if e["response"]["location"].startswith("Encounter/"))
-
-
-def rule(response: httpx.Response) -> set[str]:
-    return {c["code"] for i in response.json()["issue"] for c in i.get("details", {}).get("coding", [])
-            if c["system"] == RULES}
 
 
 def test_submit_makes_the_review_task_the_fee_and_an_arrived_encounter(client):

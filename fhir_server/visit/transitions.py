@@ -1,0 +1,232 @@
+"""The review Task's steps after $submit, enforced where they land: write hooks on Task and
+Communication that run inside the write's unit of work (interactions/write_hooks.py), so a refused
+step changes nothing and an accepted one changes the Encounter, the fee and the messages with it.
+
+Task writes (a clinician's PUT or PATCH of the review Task) follow lifecycle.STEPS:
+  claim     requested/submitted -> in-progress/in-review, with `owner` = the clinician making the
+            request (their fhirUser), who must hold an active licence in the state the patient is
+            in (the Encounter Location's address.state). Encounter -> in-progress, the clinician
+            added as participant. Of two clinicians claiming at once exactly one wins: the writes
+            are serialised, and the second finds the Task already in progress (409 visit-claimed),
+            or its If-Match version stale (412).
+  decline / refer  -> rejected/declined or rejected/referred-to-synchronous; needs statusReason.
+            Encounter cancelled, the fee's ChargeItem cancelled, a Communication tells the patient.
+  complete  -> completed/completed; needs a Condition and a CarePlan with this encounter.
+            Encounter -> finished in the same unit of work.
+  ask / answer   (also made by the server from messages, below).
+Any other change of (status, businessStatus) is 409 `visit-transition`; the review Task's focus,
+for and code never change (409 `visit-task-fixed`); review Tasks are created only by $submit and
+never deleted (decline instead).
+
+Communication creates on a visit under review: the owner's message to the patient moves the Task
+to awaiting-patient; the patient's message (a reply) moves it back to in-review.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Iterator
+
+import orjson
+
+from smart_auth.principal import acting
+
+from ..errors import Conflict, Forbidden, OutcomeIssue, UnprocessableEntity
+from ..search.parse import parse_search
+from ..storage import StoredVersion, UnitOfWork
+from ..storage.serialization import format_instant
+from .licensure import is_licensed
+from .lifecycle import CHARGE_CODE, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
+
+__all__ = ["VisitTransitions", "lifecycle_write", "is_review_task", "task_state", "patient_state"]
+
+# Set while the visit's own code ($submit, the hooks below) writes review Tasks: those writes are
+# the lifecycle itself, not client steps to check.
+_lifecycle: ContextVar[bool] = ContextVar("visit_lifecycle_write", default=False)
+
+
+@contextmanager
+def lifecycle_write() -> Iterator[None]:
+    token = _lifecycle.set(True)
+    try:
+        yield
+    finally:
+        _lifecycle.reset(token)
+
+
+def is_review_task(task: dict) -> bool:
+    codings = ((task.get("code") or {}).get("coding")) or []
+    return any(isinstance(c, dict) and c.get("system") == TASK_CODE["system"] and c.get("code") == TASK_CODE["code"]
+               for c in codings)
+
+
+def task_state(task: dict) -> tuple[str | None, str | None]:
+    business = next((c.get("code") for c in ((task.get("businessStatus") or {}).get("coding") or [])
+                     if isinstance(c, dict) and c.get("system") == REVIEW_STATUS), None)
+    return task.get("status"), business
+
+
+def _refuse(rule: str, message: str, expression: str = "Task") -> UnprocessableEntity:
+    return UnprocessableEntity(message, issues=[OutcomeIssue("error", "business-rule", message, expression, rule)])
+
+
+def _conflict(rule: str, message: str, expression: str = "Task") -> Conflict:
+    return Conflict(message, issues=[OutcomeIssue("error", "conflict", message, expression, rule)])
+
+
+def _ref(value: object) -> str | None:
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+async def _read(uow: UnitOfWork, reference: str | None) -> tuple[StoredVersion, dict] | None:
+    if not reference or reference.count("/") != 1:
+        return None
+    resource_type, id = reference.split("/")
+    found = await uow.read(resource_type, id)
+    if found is None or found.body is None:
+        return None
+    return found, orjson.loads(found.body)
+
+
+async def _search(uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]) -> list[dict]:
+    page = await uow.search(parse_search([resource_type], [*params, ("_count", "100")]))
+    return [orjson.loads(v.body) for v in page.matches]
+
+
+async def patient_state(uow: UnitOfWork, encounter: dict) -> str | None:
+    """The state the patient is in during the visit: the Encounter Location's address.state."""
+    for entry in encounter.get("location") or []:
+        found = await _read(uow, _ref((entry or {}).get("location")))
+        if found is not None:
+            state = (found[1].get("address") or {}).get("state")
+            if isinstance(state, str) and state:
+                return state
+    return None
+
+
+def _now() -> str:
+    return format_instant(datetime.now(timezone.utc))
+
+
+def _step_between(before: tuple, after: tuple):
+    for step in STEPS.values():
+        if before in step.task_from and step.task_to == after:
+            return step
+    return None
+
+
+class VisitTransitions:
+    """The write hooks (register with `hooks.register("Task", t.on_task)` and "Communication")."""
+
+    async def on_task(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
+        old = orjson.loads(previous.body) if previous is not None and previous.body is not None else None
+        if stored.body is None:  # a deletion
+            if old is not None and is_review_task(old):
+                raise _conflict("visit-task-delete", "A visit's review Task is never deleted; decline the visit instead")
+            return
+        new = orjson.loads(stored.body)
+        if not (is_review_task(new) or (old is not None and is_review_task(old))) or _lifecycle.get():
+            return
+        if old is None:
+            raise _refuse("visit-task-create", "A review Task is created by Encounter/$submit, not written directly")
+        for field in ("focus", "for", "code"):
+            if old.get(field) != new.get(field):
+                raise _conflict("visit-task-fixed", f"The review Task's {field} cannot change", f"Task.{field}")
+        before, after = task_state(old), task_state(new)
+        if before == after:
+            if before[0] == "in-progress" and _ref(old.get("owner")) != _ref(new.get("owner")):
+                raise _conflict("visit-claimed", "This visit is already being reviewed by another clinician", "Task.owner")
+            return
+        step = _step_between(before, after)
+        if step is None:
+            raise _conflict("visit-transition", f"A review Task cannot go from {before[0]}/{before[1]} to "
+                            f"{after[0]}/{after[1]}", "Task.status")
+        found = await _read(uow, _ref(new.get("focus")))
+        if found is None:
+            raise _refuse("visit-encounter-missing", "The visit's Encounter is not known", "Task.focus")
+        encounter_version, encounter = found
+        if step.name == "claim":
+            await self._check_claim(uow, old, new, encounter)
+            participants = [p for p in encounter.get("participant") or [] if _ref((p or {}).get("individual")) != _ref(new["owner"])]
+            participants.append({"type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                                       "code": "PPRF", "display": "primary performer"}]}],
+                                 "individual": {"reference": _ref(new["owner"])}})
+            encounter = {**encounter, "participant": participants}
+        elif step.name in ("decline", "refer"):
+            if not new.get("statusReason"):
+                raise _refuse("visit-decline-reason", "Declining a visit needs a statusReason the patient will be told",
+                              "Task.statusReason")
+            await self._cancel_fee(uow, _ref(new["focus"]))
+            await self._tell_patient(uow, new, encounter)
+        elif step.name == "complete":
+            reference = _ref(new["focus"]) or ""
+            if not await _search(uow, "Condition", [("encounter", reference)]):
+                raise _refuse("visit-complete-diagnosis", "Completing a visit needs a diagnosis (a Condition with this encounter)")
+            if not await _search(uow, "CarePlan", [("encounter", reference)]):
+                raise _refuse("visit-complete-careplan", "Completing a visit needs a care plan (a CarePlan with this encounter)")
+        if step.encounter_to is not None:
+            encounter = {**encounter, "status": step.encounter_to}
+            if step.encounter_to in ("finished", "cancelled"):
+                encounter["period"] = {**(encounter.get("period") or {}), "end": _now()}
+            await uow.write("Encounter", encounter_version.id, encounter, method="PUT",
+                            expected_version=encounter_version.version)
+
+    async def _check_claim(self, uow: UnitOfWork, old: dict, new: dict, encounter: dict) -> None:
+        owner = _ref(new.get("owner"))
+        if not owner or not owner.startswith("Practitioner/"):
+            raise _refuse("visit-claim-owner", "Claiming a visit sets owner to the reviewing Practitioner", "Task.owner")
+        principal = acting.get()
+        if principal is not None and not principal.unrestricted and principal.fhir_user and principal.fhir_user != owner:
+            raise Forbidden("A clinician claims a visit for themselves: owner must be the signed-in user")
+        practitioner = await _read(uow, owner)
+        state = await patient_state(uow, encounter)
+        if practitioner is None or state is None or not is_licensed(practitioner[1], state, datetime.now(timezone.utc).date()):
+            raise _refuse("visit-claim-licence", "The clinician holds no active licence in the state the patient is in",
+                          "Task.owner")
+
+    async def _cancel_fee(self, uow: UnitOfWork, encounter_ref: str | None) -> None:
+        for charge in await _search(uow, "ChargeItem", [("context", encounter_ref or "")]):
+            codes = [(c.get("system"), c.get("code")) for c in (charge.get("code") or {}).get("coding") or []]
+            if (CHARGE_CODE["system"], CHARGE_CODE["code"]) in codes and charge.get("status") != "cancelled":
+                await uow.write("ChargeItem", charge["id"], {**charge, "status": "cancelled"}, method="PUT")
+
+    async def _tell_patient(self, uow: UnitOfWork, task: dict, encounter: dict) -> None:
+        reason = task.get("statusReason") or {}
+        text = reason.get("text") or next((c.get("display") for c in reason.get("coding") or [] if c.get("display")), None)
+        message = "Your clinician could not complete this visit online" + (f": {text}" if text else ".")
+        if task_state(task)[1] == "referred-to-synchronous":
+            message += " Please book a live (video or in-person) visit."
+        message += " The visit fee was not charged."
+        await uow.write("Communication", f"decline-{task['id']}"[:64], {
+            "resourceType": "Communication", "status": "completed", "subject": task.get("for"),
+            "encounter": task.get("focus"), "recipient": [task.get("for")], "sender": task.get("owner"),
+            "sent": _now(), "about": [{"reference": f"Task/{task['id']}"}], "payload": [{"contentString": message}],
+        }, method="PUT")
+
+    async def on_communication(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
+        if previous is not None or stored.body is None:
+            return
+        message = orjson.loads(stored.body)
+        encounter_ref = _ref(message.get("encounter"))
+        if not encounter_ref or not encounter_ref.startswith("Encounter/"):
+            return
+        found = await uow.read("Task", review_task_id(encounter_ref.split("/", 1)[1]))
+        if found is None or found.body is None:
+            return
+        task = orjson.loads(found.body)
+        status, business = task_state(task)
+        sender = _ref(message.get("sender"))
+        if status != "in-progress" or sender is None:
+            return
+        if sender == _ref(task.get("owner")) and business == "in-review":
+            after = STEPS["ask"].task_to
+        elif sender == _ref(task.get("for")) and business == "awaiting-patient":
+            after = STEPS["answer"].task_to
+        else:
+            return
+        updated = {**task, "status": after[0], "lastModified": _now(),
+                   "businessStatus": {"coding": [{"system": REVIEW_STATUS, "code": after[1]}]}}
+        await uow.write("Task", found.id, updated, method="PUT", expected_version=found.version)
