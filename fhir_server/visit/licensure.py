@@ -1,46 +1,51 @@
-"""Where a clinician may practise: the states of a Practitioner's active licences on a date.
+"""Where a clinician may practise: a Practitioner's licences, as claiming a visit and prescribing
+(prescribing/rules/licence.py) both read them.
 
 A licence is a Practitioner.qualification carrying Da Vinci Plan-Net's `practitioner-qualification`
 extension (profiles/structuredefinitions/practitioner-qualification.json): sub-extension `status`
-(active) and `whereValid` (a USPS state code in system https://www.usps.com/), valid during
-qualification.period. A date-only period bound covers that whole day.
+(active) and `whereValid` (USPS state codes in system https://www.usps.com/), valid during
+qualification.period (partial dates cover their whole month or year: prescribing/model.py).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import datetime
 
-__all__ = ["QUALIFICATION_EXTENSION", "USPS", "licensed_states", "is_licensed"]
+from .prescribing.model import period_covers
+
+__all__ = ["QUALIFICATION_EXTENSION", "USPS", "licences", "licensed_states", "is_licensed"]
 
 QUALIFICATION_EXTENSION = "http://hl7.org/fhir/us/davinci-pdex-plan-net/StructureDefinition/practitioner-qualification"
 USPS = "https://www.usps.com/"
 
 
-def _in_period(period: object, day: str) -> bool:
-    """Whether the day (YYYY-MM-DD) falls in the period; a missing bound is open."""
-    if not isinstance(period, dict):
-        return True
-    start, end = period.get("start"), period.get("end")
-    return (not isinstance(start, str) or start[:10] <= day) and (not isinstance(end, str) or day <= end[:10])
-
-
-def licensed_states(practitioner: dict, on: date) -> set[str]:
-    day = on.isoformat()
-    states: set[str] = set()
+def licences(practitioner: dict) -> list[tuple[str | None, set[str], dict]]:
+    """(status, states where valid, period) of every Plan-Net qualification of the Practitioner."""
+    out = []
     for qualification in practitioner.get("qualification") or []:
-        if not isinstance(qualification, dict) or not _in_period(qualification.get("period"), day):
+        if not isinstance(qualification, dict):
             continue
         for ext in qualification.get("extension") or []:
             if not isinstance(ext, dict) or ext.get("url") != QUALIFICATION_EXTENSION:
                 continue
-            parts = {p.get("url"): p for p in ext.get("extension") or [] if isinstance(p, dict)}
-            if (parts.get("status") or {}).get("valueCode") != "active":
-                continue
-            where = (parts.get("whereValid") or {}).get("valueCodeableConcept") or {}
-            states.update(c["code"] for c in where.get("coding") or []
-                          if isinstance(c, dict) and c.get("system") == USPS and isinstance(c.get("code"), str))
-    return states
+            status, states = None, set()
+            for sub in ext.get("extension") or []:
+                if not isinstance(sub, dict):
+                    continue
+                if sub.get("url") == "status":
+                    status = sub.get("valueCode")
+                elif sub.get("url") == "whereValid":
+                    for coding in (sub.get("valueCodeableConcept") or {}).get("coding") or []:
+                        if isinstance(coding, dict) and coding.get("system") == USPS and coding.get("code"):
+                            states.add(coding["code"])
+            out.append((status, states, qualification.get("period") or {}))
+    return out
 
 
-def is_licensed(practitioner: dict, state: str, on: date) -> bool:
-    return state in licensed_states(practitioner, on)
+def licensed_states(practitioner: dict, at: datetime, statuses: frozenset[str] = frozenset({"active"})) -> set[str]:
+    return {state for status, states, period in licences(practitioner)
+            if status in statuses and period_covers(period, at) for state in states}
+
+
+def is_licensed(practitioner: dict, state: str, at: datetime) -> bool:
+    return state in licensed_states(practitioner, at)

@@ -1,0 +1,1 @@
+"""The asynchronous visit: its state machine, $submit, the prescribing rules."""
