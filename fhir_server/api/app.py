@@ -28,11 +28,15 @@ from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
 from ..validation.service import Validation
+from ..visit.metrics import VisitMetrics
+from ..visit.prescribing import load_rule_set
+from ..visit.prescribing_hook import PrescribingHook
 from ..visit.submit import VisitFee
 from ..visit.transitions import VisitTransitions
 from .access_log import AccessLog
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
+from .metrics_route import ROUTES as METRICS_ROUTES
 from .routes import ROUTES
 
 log = logging.getLogger("fhir_server")
@@ -46,9 +50,11 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         auth = AuthService.from_url(settings.database_url)
     # work that writes cause, in the same unit of work: the visit's steps, and e-prescribing
     hooks = WriteHooks()
-    transitions = VisitTransitions()
+    metrics = VisitMetrics()
+    transitions = VisitTransitions(metrics)
     hooks.register("Task", transitions.on_task)
     hooks.register("Communication", transitions.on_communication)
+    hooks.register("MedicationRequest", PrescribingHook(load_rule_set()))  # before e-Rx: refused, never sent
     erx = erx_components(settings.erx, HookedStore(store, hooks), hooks)  # e-prescribing, when a gateway is configured
     # every write is validated (base definition, claimed and required profiles, Questionnaire)
     # inside its unit of work; the implementation guide's resources are read-only
@@ -86,12 +92,13 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
         # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
-        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *ROUTES],
+        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *METRICS_ROUTES, *ROUTES],
     )
     app.state.settings = settings
     app.state.store = store
     app.state.validation = validation
     app.state.visit_fee = VisitFee.parse(settings.visit_fee)
+    app.state.metrics = metrics
     app.state.auth = auth  # None with --no-auth: every request is served unrestricted
     app.state.erx_settings = settings.erx
     if auth is not None:

@@ -200,7 +200,8 @@ async def submit_encounter(request: Request, id: str) -> Response:
     principal = await request_principal(request)
     media = response_media_type(request)
     async with _store(request).unit_of_work() as uow:
-        task, created = await submit_visit(uow, request.app.state.validation, id, principal, request.app.state.visit_fee)
+        task, created = await submit_visit(uow, request.app.state.validation, id, principal, request.app.state.visit_fee,
+                                           metrics=request.app.state.metrics)
     return resource_response(task, request, media, status=201 if created else 200)
 
 

@@ -40,6 +40,7 @@ from ..validation.issues import has_errors
 from ..validation.questionnaire import validate_response
 from ..validation.service import Validation
 from .lifecycle import CHARGE_CODE, DECLINE_REASON, INTAKE_CONCEPT, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
+from .metrics import VisitMetrics
 from .transitions import lifecycle_write
 
 __all__ = ["VisitFee", "submit_visit"]
@@ -107,7 +108,7 @@ async def _patient_state(uow: UnitOfWork, encounter: dict) -> str | None:
 
 async def submit_visit(
     uow: UnitOfWork, validation: Validation, encounter_id: str, principal: Principal, fee: VisitFee,
-    *, now: datetime | None = None,
+    *, now: datetime | None = None, metrics: VisitMetrics | None = None,
 ) -> tuple[StoredVersion, bool]:
     """(the review Task, whether this call created it)."""
     current = await uow.read("Encounter", encounter_id)
@@ -169,7 +170,10 @@ async def submit_visit(
                                 "text": "Symptoms that need emergency or in-person care"}
         task["executionPeriod"] = {"start": when, "end": when}
     with lifecycle_write():
-        return await _write(uow, task, encounter, current, step.encounter_to, flags, fee, when)
+        stored, created = await _write(uow, task, encounter, current, step.encounter_to, flags, fee, when)
+    if created and metrics is not None:
+        metrics.step(step.name)
+    return stored, created
 
 
 async def _write(uow: UnitOfWork, task: dict, encounter: dict, current: StoredVersion, encounter_to: str | None,

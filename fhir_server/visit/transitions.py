@@ -38,6 +38,7 @@ from ..search.parse import parse_search
 from ..storage import StoredVersion, UnitOfWork
 from ..storage.serialization import format_instant
 from .licensure import is_licensed
+from .metrics import VisitMetrics
 from .lifecycle import CHARGE_CODE, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
 
 __all__ = ["VisitTransitions", "lifecycle_write", "is_review_task", "task_state", "patient_state"]
@@ -121,6 +122,9 @@ def _step_between(before: tuple, after: tuple):
 class VisitTransitions:
     """The write hooks (register with `hooks.register("Task", t.on_task)` and "Communication")."""
 
+    def __init__(self, metrics: VisitMetrics | None = None):
+        self.metrics = metrics
+
     async def on_task(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
         old = orjson.loads(previous.body) if previous is not None and previous.body is not None else None
         if stored.body is None:  # a deletion
@@ -167,6 +171,8 @@ class VisitTransitions:
                 raise _refuse("visit-complete-diagnosis", "Completing a visit needs a diagnosis (a Condition with this encounter)")
             if not await _search(uow, "CarePlan", [("encounter", reference)]):
                 raise _refuse("visit-complete-careplan", "Completing a visit needs a care plan (a CarePlan with this encounter)")
+        if self.metrics is not None:
+            self.metrics.step(step.name, new)
         if step.encounter_to is not None:
             encounter = {**encounter, "status": step.encounter_to}
             if step.encounter_to in ("finished", "cancelled"):
@@ -183,7 +189,7 @@ class VisitTransitions:
             raise Forbidden("A clinician claims a visit for themselves: owner must be the signed-in user")
         practitioner = await _read(uow, owner)
         state = await patient_state(uow, encounter)
-        if practitioner is None or state is None or not is_licensed(practitioner[1], state, datetime.now(timezone.utc).date()):
+        if practitioner is None or state is None or not is_licensed(practitioner[1], state, datetime.now(timezone.utc)):
             raise _refuse("visit-claim-licence", "The clinician holds no active licence in the state the patient is in",
                           "Task.owner")
 
@@ -222,11 +228,14 @@ class VisitTransitions:
         if status != "in-progress" or sender is None:
             return
         if sender == _ref(task.get("owner")) and business == "in-review":
-            after = STEPS["ask"].task_to
+            step = STEPS["ask"]
         elif sender == _ref(task.get("for")) and business == "awaiting-patient":
-            after = STEPS["answer"].task_to
+            step = STEPS["answer"]
         else:
             return
+        after = step.task_to
+        if self.metrics is not None:
+            self.metrics.step(step.name, task)
         updated = {**task, "status": after[0], "lastModified": _now(),
                    "businessStatus": {"coding": [{"system": REVIEW_STATUS, "code": after[1]}]}}
         await uow.write("Task", found.id, updated, method="PUT", expected_version=found.version)

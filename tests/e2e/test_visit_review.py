@@ -184,3 +184,13 @@ def test_review_tasks_are_made_by_submit_only_and_never_deleted(client):
     deleted = client.delete(f"/Task/{task['id']}")
     assert deleted.status_code == 409
     assert json.loads(client.get(f"/Task/{task['id']}").text)["status"] == "requested"
+
+
+def test_metrics_show_queue_depth_steps_and_turnaround_without_patient_data(client):
+    task = submitted(client)
+    claim(client, task, practitioner(client, "CA"))
+    text = client.get("/metrics").text
+    assert 'visit_queue_depth{state="in-review"}' in text
+    assert 'visit_steps_total{step="claim"}' in text and 'visit_steps_total{step="submit"}' in text
+    assert "visit_time_to_claim_seconds_count" in text
+    assert task["for"]["reference"].split("/")[1] not in text
