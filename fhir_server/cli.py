@@ -29,6 +29,10 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--base-url", default=defaults.base_url, help="public FHIR base URL [FHIR_BASE_URL]")
     serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
                        help="largest accepted request body [FHIR_MAX_BODY_BYTES]")
+    serve.add_argument("--max-image-bytes", type=int, default=defaults.max_image_bytes,
+                       help="largest photo accepted by POST /Binary (default %(default)s) [FHIR_MAX_IMAGE_BYTES]")
+    serve.add_argument("--max-video-bytes", type=int, default=defaults.max_video_bytes,
+                       help="largest video accepted by POST /Binary (default %(default)s) [FHIR_MAX_VIDEO_BYTES]")
     serve.add_argument("--workers", type=int, default=defaults.workers,
                        help="worker processes (default %(default)s) [FHIR_WORKERS]")
     serve.add_argument("--no-auth", action="store_true", default=not defaults.auth_enabled,
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(replace(
             defaults, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url,
-            max_body_bytes=args.max_body_bytes, auth_enabled=not args.no_auth, workers=args.workers,
+            max_body_bytes=args.max_body_bytes, max_image_bytes=args.max_image_bytes,
+            max_video_bytes=args.max_video_bytes, auth_enabled=not args.no_auth, workers=args.workers,
             erx_gateway=args.erx_gateway, erx_sender_id=args.erx_sender_id,
             erx_inbound_token=args.erx_inbound_token, erx_max_attempts=args.erx_max_attempts,
             required_profiles=(parse_required_profiles(args.require_profile) if args.require_profile is not None

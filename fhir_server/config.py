@@ -9,6 +9,8 @@ from .erx.config import ErxSettings
 
 DEFAULT_DATABASE = "sqlite:///data/fhir.db"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_IMAGE = 20 * 1024 * 1024  # a photo uploaded to POST /Binary
+DEFAULT_MAX_VIDEO = 200 * 1024 * 1024  # a video uploaded to POST /Binary
 
 
 def _env_bool(name: str) -> bool:
@@ -23,6 +25,8 @@ class Settings:
     auth_enabled: bool = True
     base_url: str | None = None  # the public FHIR base; derived from each request when unset
     max_body_bytes: int = DEFAULT_MAX_BODY
+    max_image_bytes: int = DEFAULT_MAX_IMAGE
+    max_video_bytes: int = DEFAULT_MAX_VIDEO
     sqlite_synchronous: str = "FULL"
     workers: int = 1  # uvicorn worker processes (each validates on its own core; SQLite serialises writes)
     erx_gateway: str | None = None  # e-prescribing gateway URL (SCRIPT over HTTPS); None: e-Rx off
@@ -53,6 +57,8 @@ class Settings:
             "FHIR_DATABASE": self.database_url,
             "FHIR_NO_AUTH": "0" if self.auth_enabled else "1",
             "FHIR_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "FHIR_MAX_IMAGE_BYTES": str(self.max_image_bytes),
+            "FHIR_MAX_VIDEO_BYTES": str(self.max_video_bytes),
             "FHIR_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
             "FHIR_WORKERS": str(self.workers),
         }
@@ -80,6 +86,8 @@ class Settings:
             auth_enabled=not _env_bool("FHIR_NO_AUTH"),
             base_url=env.get("FHIR_BASE_URL") or None,
             max_body_bytes=int(env.get("FHIR_MAX_BODY_BYTES", cls.max_body_bytes)),
+            max_image_bytes=int(env.get("FHIR_MAX_IMAGE_BYTES", cls.max_image_bytes)),
+            max_video_bytes=int(env.get("FHIR_MAX_VIDEO_BYTES", cls.max_video_bytes)),
             sqlite_synchronous=env.get("FHIR_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous),
             workers=int(env.get("FHIR_WORKERS", cls.workers)),
             erx_gateway=env.get("FHIR_ERX_GATEWAY") or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
@@ -27,6 +28,8 @@ from ..interactions.write_hooks import HookedStore, WriteHooks
 from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
+from ..storage.blobs import BlobStore, blob_store_for
+from ..media.sweep import sweep_orphans
 from ..validation.service import Validation
 from ..visit.metrics import VisitMetrics
 from ..visit.prescribing import load_rule_set
@@ -36,16 +39,19 @@ from ..visit.transitions import VisitTransitions
 from .access_log import AccessLog
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
+from .binary_routes import BINARY_ROUTES
 from .metrics_route import ROUTES as METRICS_ROUTES
 from .routes import ROUTES
 
 log = logging.getLogger("fhir_server")
 
 
-def create_app(settings: Settings, store: Store | None = None, auth: "AuthService | None" = None) -> FastAPI:
+def create_app(settings: Settings, store: Store | None = None, auth: "AuthService | None" = None,
+               blobs: BlobStore | None = None) -> FastAPI:
     """Build the app; the store (from settings.database_url unless given) opens with the app, and
     so does the SMART authorization server's state (in the same database) unless auth is off."""
     store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous, indexer=extract_index)
+    blobs = blobs or blob_store_for(store)  # photos' and videos' bytes: beside the database, or GridFS
     if settings.auth_enabled and auth is None:
         auth = AuthService.from_url(settings.database_url)
     # work that writes cause, in the same unit of work: the visit's steps, and e-prescribing
@@ -65,6 +71,8 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up()
         await store.open()
+        await blobs.open()
+        sweep = asyncio.create_task(_sweep_blobs(blobs, store))
         seeded = await store.seed_guide()
         if seeded:
             log.info("implementation guide: %d conformance resources stored", seeded)
@@ -81,6 +89,8 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
             await erx.stop()
             if auth is not None:
                 await auth.close()
+            sweep.cancel()
+            await blobs.close()
             await store.close()
 
     app = FastAPI(
@@ -92,10 +102,11 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
         # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
-        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *METRICS_ROUTES, *ROUTES],
+        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *METRICS_ROUTES, *BINARY_ROUTES, *ROUTES],
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.blobs = blobs
     app.state.validation = validation
     app.state.visit_fee = VisitFee.parse(settings.visit_fee)
     app.state.metrics = metrics
@@ -113,6 +124,14 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location", "Content-Location", "ETag", "Last-Modified"], max_age=600)
     return app
+
+
+async def _sweep_blobs(blobs: BlobStore, store: Store) -> None:
+    """Remove blobs left by a crash between writing them and their Binary (media/sweep.py)."""
+    try:
+        await sweep_orphans(blobs, store)
+    except Exception as exc:  # a failed sweep must not stop the server; it runs again next start
+        log.warning("blob sweep failed: %s", type(exc).__name__)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -25,6 +25,8 @@ CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
 LAB = f"{CAT}|laboratory"
 VITALS = f"{CAT}|vital-signs"
 
+ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="  # POST /Binary checks that the bytes are what contentType says
+
 
 class Env:
     def __init__(self, server: ServerProcess, svc: AuthService):
@@ -294,7 +296,7 @@ def test_binary_through_its_security_context(env):
         assert c.get("/Binary/bin-a").status_code == 200
         assert_outcome(c.get("/Binary/bin-b"), 404)
         assert_outcome(c.get("/Binary"), 403)
-        upload = {"resourceType": "Binary", "contentType": "image/png", "data": "AA==",
+        upload = {"resourceType": "Binary", "contentType": "image/png", "data": ONE_PIXEL_PNG,  # (its bytes must be a PNG)
                   "securityContext": {"reference": "Patient/pb"}}
         assert_outcome(c.post("/Binary", json=upload), 403)
         upload["securityContext"] = {"reference": "Patient/pa"}
