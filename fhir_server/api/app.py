@@ -31,6 +31,7 @@ from ..storage import Store, open_store
 from ..storage.blobs import BlobStore, blob_store_for
 from ..media.sweep import sweep_orphans
 from ..validation.service import Validation
+from ..visit.access import VisitAccess
 from ..visit.metrics import VisitMetrics
 from ..visit.prescribing import load_rule_set
 from ..visit.prescribing_hook import PrescribingHook
@@ -110,6 +111,9 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     app.state.validation = validation
     app.state.visit_fee = VisitFee.parse(settings.visit_fee)
     app.state.metrics = metrics
+    # who sees which visit: the clinician's licensed states, the parties of a message (visit/access.py)
+    app.state.visit_access = VisitAccess(store)
+    app.state.visit_access.install()
     app.state.auth = auth  # None with --no-auth: every request is served unrestricted
     app.state.erx_settings = settings.erx
     if auth is not None:

@@ -40,6 +40,9 @@ async def request_principal(request: Request) -> Principal:
     (smart_auth.principal.acting) for the write hooks that must know who acts (claiming a visit)."""
     principal = await _request_principal(request)
     acting.set(principal)
+    access = getattr(request.app.state, "visit_access", None)
+    if access is not None:
+        await access.prepare(principal)  # the clinician's licensed states, re-read at most every minute
     return principal
 
 

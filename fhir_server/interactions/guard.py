@@ -8,6 +8,7 @@ not make answer 403. An unrestricted principal, and a Rule without narrowing, ne
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable
 
 import orjson
@@ -16,7 +17,10 @@ from smart_auth.access import BINARY, READ, SEARCH, Rule, allowed, decide, match
 from smart_auth.principal import Principal
 
 from ..errors import Forbidden, NotFound
+from ..search.parse import parse_search
+from ..search.query import AllFilter, AnyFilter, ChainFilter, HasFilter
 from ..storage import ResourceReader, StoredVersion
+
 
 async def _body_of(reader: ResourceReader, version: StoredVersion) -> dict | None:
     """The JSON a version is judged by: its own, or for a deletion the version it deleted."""
@@ -31,13 +35,36 @@ async def _body_of(reader: ResourceReader, version: StoredVersion) -> dict | Non
     return orjson.loads(body)
 
 
+def _has_chain(f: object) -> bool:
+    """Whether a filter follows references (a chain or _has): those need the store to evaluate."""
+    if isinstance(f, (AnyFilter, AllFilter)):
+        return any(_has_chain(g) for g in f.filters)
+    return isinstance(f, (ChainFilter, HasFilter))
+
+
+async def _stored_resource_matches(reader: ResourceReader, rule: Rule, resource: dict, id: str | None) -> bool:
+    """A rule whose filter follows references (the visit policy's Task -> Encounter -> Location
+    chain) judged by the store: the stored resource with this id meets the filter. A resource not
+    stored yet (a create) does not."""
+    resource_id = id or resource.get("id")
+    if not isinstance(resource_id, str) or not resource_id:
+        return False
+    query = parse_search([rule.resource_type], [("_id", resource_id)])
+    page = await reader.search(replace(query, filters=(*query.filters, rule.filter), count=1))
+    return bool(page.matches)
+
+
 async def admits(reader: ResourceReader, principal: Principal, rule: Rule, resource: dict,
                  *, id: str | None = None) -> bool:
     """Whether `rule` admits `resource`, including a Binary's securityContext gate."""
     if rule.everything:
         return True
-    if rule.filter is not None and rule.admits(resource, id=id):
-        return True
+    if rule.filter is not None:
+        if _has_chain(rule.filter):
+            if await _stored_resource_matches(reader, rule, resource, id):
+                return True
+        elif rule.admits(resource, id=id):
+            return True
     if not rule.security_context:
         return False
     if rule.context_filter is not None and not matches(rule.context_filter, resource):

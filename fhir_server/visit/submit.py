@@ -6,7 +6,8 @@ Checks, each refusal a 422 business-rule OperationOutcome naming its rule, nothi
   submit-not-planned       it was already submitted or closed (409: a conflict with its state)
   submit-intake-missing    no completed intake QuestionnaireResponse with this encounter
   submit-intake-invalid    a completed intake does not validate against its Questionnaire
-  submit-state-unknown     where the patient is (the Encounter Location's address.state) is unknown
+  submit-state-unknown     where the patient is is unknown: neither the Encounter's Location gives an
+                           address.state nor the intake answers its patient-state question
 
 Then, in one unit of work (lifecycle.py rows `submit` / `triage-decline`):
   - any red-flag item (intake-concept#red-flag) answered true: the visit is declined at once:
@@ -15,8 +16,8 @@ Then, in one unit of work (lifecycle.py rows `submit` / `triage-decline`):
   - otherwise: Encounter arrived, the review Task requested/submitted (focus the Encounter, for the
     Patient, input the intakes and the visit's Media), and a ChargeItem for the flat fee.
 The review Task's id is derived from the Encounter's, and created with must_not_exist: a second
-$submit, even a concurrent one, finds the first one's Task and returns it (200) instead of making
-another.
+$submit finds the first one's Task and returns it (200) instead of making another; one racing the
+first is refused (409) and changes nothing.
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ def red_flags(response: dict, questionnaire: dict) -> list[str]:
             if i.get("linkId") in flagged and any(a.get("valueBoolean") is True for a in i.get("answer") or [])]
 
 
+def intake_state(response: dict, questionnaire: dict | None) -> str | None:
+    """The USPS code answered to the intake's patient-state question (item code intake-concept#patient-state)."""
+    if questionnaire is None:
+        return None
+    marked = {i["linkId"] for i in _items(questionnaire.get("item"))
+              if (INTAKE_CONCEPT, "patient-state") in [(c.get("system"), c.get("code")) for c in i.get("code") or []]}
+    for item in _items(response.get("item")):
+        if item.get("linkId") in marked:
+            for answer in item.get("answer") or []:
+                coding = answer.get("valueCoding") if isinstance(answer, dict) else None
+                if isinstance(coding, dict) and coding.get("system") == "https://www.usps.com/" and coding.get("code"):
+                    return coding["code"]
+    return None
+
+
 async def _patient_state(uow: UnitOfWork, encounter: dict) -> str | None:
     for entry in encounter.get("location") or []:
         ref = ((entry or {}).get("location") or {}).get("reference") or ""
@@ -134,6 +150,7 @@ async def submit_visit(
         raise _refuse("submit-intake-missing", "The visit has no completed intake (a QuestionnaireResponse with "
                       "this encounter and status completed)")
     flags: list[str] = []
+    answered: list[tuple[dict, dict]] = []  # (intake, its Questionnaire)
     for intake in intakes:
         questionnaire = await find_questionnaire(uow, validation, intake.get("questionnaire") or "")
         if questionnaire is None:
@@ -142,9 +159,22 @@ async def submit_visit(
             raise _refuse("submit-intake-invalid", f"The intake QuestionnaireResponse/{intake['id']} is not valid "
                           "against its Questionnaire (see $validate)")
         flags += red_flags(intake, questionnaire)
+        answered.append((intake, questionnaire))
+    new_location: dict | None = None
     if not await _patient_state(uow, encounter):
-        raise _refuse("submit-state-unknown", "Where the patient is during the visit is unknown: the Encounter "
-                      "needs a location whose address.state is given", "Encounter.location")
+        # A patient app (patient/ scopes) cannot write a Location, which is not patient data; the
+        # intake's patient-state answer then says where the patient is, and the server records it.
+        state = next(filter(None, (intake_state(i, q) for i, q in answered)), None)
+        if state is None:
+            raise _refuse("submit-state-unknown", "Where the patient is during the visit is unknown: the Encounter "
+                          "needs a location whose address.state is given, or the intake its patient-state answer",
+                          "Encounter.location")
+        new_location = {"resourceType": "Location", "id": f"where-{review_task_id(encounter_id)}",
+                        "meta": {"profile": [_CANONICAL + "patient-location"]}, "status": "active", "mode": "instance",
+                        "name": "Where the patient is during an asynchronous visit",
+                        "address": {"state": state, "country": "US"}}
+        encounter = {**encounter, "location": [*(encounter.get("location") or []),
+                                               {"location": {"reference": f"Location/{new_location['id']}"}}]}
 
     when = format_instant(now or datetime.now(timezone.utc))
     patient = encounter.get("subject") or {}
@@ -170,6 +200,8 @@ async def submit_visit(
                                 "text": "Symptoms that need emergency or in-person care"}
         task["executionPeriod"] = {"start": when, "end": when}
     with lifecycle_write():
+        if new_location is not None and await uow.read("Location", new_location["id"]) is None:
+            await uow.write("Location", new_location["id"], new_location, method="PUT")
         stored, created = await _write(uow, task, encounter, current, step.encounter_to, flags, fee, when)
     if created and metrics is not None:
         metrics.step(step.name)
@@ -179,15 +211,13 @@ async def submit_visit(
 async def _write(uow: UnitOfWork, task: dict, encounter: dict, current: StoredVersion, encounter_to: str | None,
                  flags: list[str], fee: VisitFee, when: str) -> tuple[StoredVersion, bool]:
     task_id, reference, patient = task["id"], task["focus"]["reference"], task["for"]
-    encounter_id = current.id
+    # the Encounter first: the Task's profile checks that its focus is an async-visit Encounter
+    await uow.write("Encounter", current.id, {**encounter, "status": encounter_to}, method="PUT",
+                    expected_version=current.version)
     try:
         stored = await uow.write("Task", task_id, task, method="POST", must_not_exist=True)
-    except ResourceExists:
-        found = await uow.read("Task", task_id)
-        assert found is not None
-        return found, False
-    await uow.write("Encounter", encounter_id, {**encounter, "status": encounter_to}, method="PUT",
-                    expected_version=current.version)
+    except ResourceExists:  # a concurrent $submit got there first: undo ours, it stands
+        raise Conflict("The visit was submitted at the same time by another request; read its review Task") from None
     if flags:
         await uow.write("Communication", f"triage-{task_id}", {
             "resourceType": "Communication", "id": f"triage-{task_id}", "status": "completed",

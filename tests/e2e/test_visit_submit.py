@@ -42,6 +42,20 @@ def test_submit_makes_the_review_task_the_fee_and_an_arrived_encounter(client):
     assert task["id"] in {e["resource"]["id"] for e in queue["entry"] if e["search"]["mode"] == "match"}
 
 
+def test_without_a_location_the_intakes_state_answer_says_where_the_patient_is(client):
+    # a patient app (patient/ scopes) cannot write a Location: the intake's patient-state answer stands in
+    encounter_id = start_visit(client)
+    encounter = client.get(f"/Encounter/{encounter_id}").json()
+    encounter.pop("location")
+    encounter.pop("meta")
+    assert client.put(f"/Encounter/{encounter_id}", json=encounter).status_code == 200
+    submitted = client.post(f"/Encounter/{encounter_id}/$submit")
+    assert submitted.status_code == 201, submitted.text
+    [where] = client.get(f"/Encounter/{encounter_id}").json()["location"]
+    location = client.get(f"/{where['location']['reference']}").json()
+    assert location["address"]["state"] == "CA"  # the intake fixture answers California
+
+
 def test_submitting_again_returns_the_same_task(client):
     encounter_id = start_visit(client)
     first = client.post(f"/Encounter/{encounter_id}/$submit")

@@ -41,6 +41,13 @@ def start_visit(client: httpx.Client, *, red_flag: bool = False, intake_status: 
         location["address"].pop("state")
         location.pop("meta", None)
         encounter.pop("meta", None)
+        # an intake whose Questionnaire does not ask where the patient is (the shipped ones require it)
+        intake = {"resourceType": "QuestionnaireResponse", "status": "completed",
+                  "questionnaire": "http://clinic.example/Questionnaire/short-intake",
+                  "item": [{"linkId": "reason", "answer": [{"valueString": "A rash"}]}]}
+        client.put("/Questionnaire/short-intake", json={
+            "resourceType": "Questionnaire", "id": "short-intake", "url": "http://clinic.example/Questionnaire/short-intake",
+            "status": "active", "item": [{"linkId": "reason", "text": "Why are you here?", "type": "string", "required": True}]})
     else:
         location["address"]["state"] = state
     encounter.update(status="planned", subject={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
