@@ -29,6 +29,7 @@ from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
 from ..storage.blobs import BlobStore, blob_store_for
+from ..media.ingest import MediaIngest
 from ..media.sweep import sweep_orphans
 from ..validation.service import Validation
 from ..visit.access import VisitAccess
@@ -66,7 +67,8 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     # every write is validated (base definition, claimed and required profiles, Questionnaire)
     # inside its unit of work; the implementation guide's resources are read-only
     validation = Validation(load_guide(), settings.required_profiles_by_type())
-    store = ValidatingStore(erx.store, validation)
+    ingest = MediaIngest(blobs, settings.max_image_bytes, settings.max_video_bytes)
+    store = ValidatingStore(erx.store, validation, prepare={"Binary": ingest.binary, "Media": ingest.media})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +110,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     app.state.settings = settings
     app.state.store = store
     app.state.blobs = blobs
+    app.state.media_ingest = ingest
     app.state.validation = validation
     app.state.visit_fee = VisitFee.parse(settings.visit_fee)
     app.state.metrics = metrics

@@ -37,15 +37,15 @@ from starlette.responses import Response, StreamingResponse
 
 from smart_auth.access import CREATE
 
-from ..errors import FhirError, InvalidRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from ..errors import FhirError, InvalidRequest, NotAcceptable, UnsupportedMediaType
 from ..interactions import crud
 from ..interactions.guard import check_write
 from ..interactions.prefer import parse_prefer
 from ..interactions.profile_check import collected_warnings, outcome_issues
 from ..interactions.validation import Checked, check
 from ..media.binary_resource import BlobRef, blob_ref, with_blob_ref, without_blob_ref
-from ..media.scrub import MalformedMedia, scrub
-from ..media.sniff import HEAD_BYTES, IMAGE_TYPES, MEDIA_TYPES, SCRUBBED_TYPES, matches
+from ..media.ingest import cleaned, require_match, too_large
+from ..media.sniff import HEAD_BYTES, MEDIA_TYPES, SCRUBBED_TYPES
 from ..storage import StoredVersion
 from ..storage.blobs import BlobStore
 from .authorization import request_principal
@@ -107,21 +107,14 @@ def _blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def limit_for(settings, media_type: str) -> int:
-    return settings.max_image_bytes if media_type in IMAGE_TYPES else settings.max_video_bytes
 
-
-def _too_large(media_type: str, limit: int) -> PayloadTooLarge:
-    kind = "an image" if media_type in IMAGE_TYPES else "a video"
-    return PayloadTooLarge(f"The content is larger than this server accepts for {kind} ({limit} bytes)")
-
-
-def _require_match(declared: str, head: bytes) -> None:
-    if not matches(declared, head):
-        raise UnsupportedMediaType(f"The content is not {declared}: its leading bytes are not that format's")
 
 
 # -- upload ---------------------------------------------------------------------------------------
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _read_limited(source: AsyncIterable[bytes], media_type: str, limit: int) -> bytes:
@@ -129,7 +122,7 @@ async def _read_limited(source: AsyncIterable[bytes], media_type: str, limit: in
     async for chunk in source:
         size += len(chunk)
         if size > limit:
-            raise _too_large(media_type, limit)
+            raise too_large(media_type, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -140,32 +133,20 @@ async def _streamed(source: AsyncIterable[bytes], media_type: str, limit: int) -
     async for chunk in source:
         size += len(chunk)
         if size > limit:
-            raise _too_large(media_type, limit)
+            raise too_large(media_type, limit)
         if checked:
             yield chunk
             continue
         head += chunk
         if len(head) >= HEAD_BYTES:
-            _require_match(media_type, head)
+            require_match(media_type, head)
             checked = True
             yield head
     if not checked:
-        _require_match(media_type, head)
+        require_match(media_type, head)
         yield head
 
 
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-def _cleaned(media_type: str, data: bytes) -> bytes:
-    _require_match(media_type, data[:HEAD_BYTES])
-    if media_type not in SCRUBBED_TYPES:
-        return data
-    try:
-        return scrub(media_type, data)
-    except MalformedMedia as err:
-        raise InvalidRequest(f"The content is not a well-formed {media_type} file: {err}") from None
 
 
 @_route("POST", "/Binary", "create")
@@ -186,10 +167,10 @@ async def create_binary(request: Request) -> Response:
             data = base64.b64decode(resource["data"], validate=True)
         except binascii.Error:
             raise InvalidRequest("Binary.data is not valid base64", expression="Binary.data") from None
-        limit = limit_for(settings, declared)
+        limit = request.app.state.media_ingest.limit_for(declared)
         if len(data) > limit:
-            raise _too_large(declared, limit)
-        chunks: AsyncIterable[bytes] = _one(_cleaned(declared, data))
+            raise too_large(declared, limit)
+        chunks: AsyncIterable[bytes] = _one(cleaned(declared, data))
     elif content_type in MEDIA_TYPES:
         declared = content_type
         resource = {"resourceType": "Binary", "contentType": declared}
@@ -198,12 +179,12 @@ async def create_binary(request: Request) -> Response:
             resource["securityContext"] = {"reference": context.strip()}
         resource = check(resource, "Binary").body
         await check_write(store, principal, CREATE, "Binary", resource, id=id)  # before taking the bytes
-        limit = limit_for(settings, declared)
+        limit = request.app.state.media_ingest.limit_for(declared)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise _too_large(declared, limit)
+            raise too_large(declared, limit)
         if declared in SCRUBBED_TYPES:
-            chunks = _one(_cleaned(declared, await _read_limited(request.stream(), declared, limit)))
+            chunks = _one(cleaned(declared, await _read_limited(request.stream(), declared, limit)))
         else:
             chunks = _streamed(request.stream(), declared, limit)
     else:

@@ -8,6 +8,9 @@ The structure pass (validation.py: check) has already run before the unit of wor
 is the part that needs the store: the targets of references (for targetProfile) and the
 Questionnaire, read inside the unit of work, so a transaction sees its own earlier entries.
 
+Before that, per-type preparation (`prepare`): a Binary's inline photo goes to the blob store, a
+Media gets the size and hash the server measured (fhir_server/media/ingest.py).
+
 The implementation guide's own resources live in the store too (seeded at start) and are
 read-only: writing or deleting one is refused with 405.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
 
@@ -81,11 +84,18 @@ async def validate_with_store(
     return validation.validate(resource, profiles=profiles, resolve=targets.get, questionnaire=questionnaire)
 
 
+# Work on a resource before it is validated and written, per type: (reader, id, resource) -> the
+# resource to write (photos' bytes moved to the blob store, Media size and hash measured).
+Prepare = Callable[[ResourceReader, str, dict], Awaitable[dict]]
+
+
 class _ValidatingUnitOfWork:
-    def __init__(self, inner: UnitOfWork, validation: Validation, read_only: set[tuple[str, str]]):
+    def __init__(self, inner: UnitOfWork, validation: Validation, read_only: set[tuple[str, str]],
+                 prepare: dict[str, Prepare]):
         self._inner = inner
         self._validation = validation
         self._read_only = read_only
+        self._prepare = prepare
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -98,6 +108,9 @@ class _ValidatingUnitOfWork:
 
     async def write(self, resource_type: str, id: str, resource: dict, **options: Any) -> StoredVersion:
         self._refuse_guide(resource_type, id)
+        prepare = self._prepare.get(resource_type)
+        if prepare is not None:
+            resource = await prepare(self._inner, id, resource)
         issues = await validate_with_store(self._inner, self._validation, resource)
         if has_errors(issues):
             raise InvalidResource(
@@ -118,10 +131,11 @@ class _ValidatingUnitOfWork:
 class ValidatingStore:
     """The app's store: units of work validate every resource before writing it."""
 
-    def __init__(self, inner: Store, validation: Validation):
+    def __init__(self, inner: Store, validation: Validation, prepare: dict[str, Prepare] | None = None):
         self._inner = inner
         self.validation = validation
         self._read_only = validation.guide.keys()
+        self._prepare = prepare or {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -129,7 +143,7 @@ class ValidatingStore:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         async with self._inner.unit_of_work() as uow:
-            yield _ValidatingUnitOfWork(uow, self.validation, self._read_only)  # type: ignore[misc]
+            yield _ValidatingUnitOfWork(uow, self.validation, self._read_only, self._prepare)  # type: ignore[misc]
 
     async def seed_guide(self) -> int:
         """Store the guide's resources (on the inner store: they are read-only through this one),

@@ -201,3 +201,37 @@ def test_a_binary_cannot_be_pointed_at_another_binarys_bytes(client, patient_id)
 def test_history_and_search_routes_still_reach_the_generic_handlers(client):
     assert client.get("/Binary/_history", headers=FHIR_JSON).json()["type"] == "history"
     assert client.get("/Binary", headers=FHIR_JSON).json()["type"] == "searchset"
+
+
+def test_a_photo_in_a_transaction_is_cleaned_stored_as_a_blob_and_measured_on_its_media(client, server, patient_id):
+    """The patient app's one request: Binary (base64 photo with GPS) + Media pointing at it."""
+    photo = jpeg()
+    binary_url, media_url = "urn:uuid:5f0c0000-0000-4000-8000-00000000b001", "urn:uuid:5f0c0000-0000-4000-8000-00000000b002"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": binary_url, "request": {"method": "POST", "url": "Binary"},
+         "resource": {"resourceType": "Binary", "contentType": "image/jpeg", "data": base64.b64encode(photo).decode(),
+                      "securityContext": {"reference": f"Patient/{patient_id}"}}},
+        {"fullUrl": media_url, "request": {"method": "POST", "url": "Media"},
+         "resource": {"resourceType": "Media", "status": "completed", "subject": {"reference": f"Patient/{patient_id}"},
+                      "content": {"contentType": "image/jpeg", "url": binary_url}}},
+    ]}
+    response = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    binary_ref, media_ref = (e["response"]["location"].rsplit("/_history", 1)[0] for e in response.json()["entry"])
+    stored = client.get(f"/{binary_ref}", headers={"Accept": "image/jpeg"}).content
+    assert not any(leak in stored for leak in LEAKS)
+    assert pixels(stored) == pixels(photo)
+    binary = client.get(f"/{binary_ref}", headers={"Accept": "application/fhir+json"}).json()
+    assert blob_of(binary)["key"].startswith(binary_ref.split("/")[1] + ".")
+    media = client.get(f"/{media_ref}", headers=FHIR_JSON).json()
+    assert media["content"]["size"] == len(stored) and media["content"]["hash"] == sha1(stored)
+
+
+def test_a_media_claiming_another_size_than_its_binary_is_refused(client, patient_id):
+    uploaded = upload(client, png(), "image/png", patient_id)
+    assert uploaded.status_code == 201
+    media = {"resourceType": "Media", "status": "completed", "subject": {"reference": f"Patient/{patient_id}"},
+             "content": {"contentType": "image/png", "url": f"Binary/{uploaded.json()['id']}", "size": 1}}
+    response = client.post("/Media", json=media, headers=FHIR_JSON)
+    assert response.status_code == 422
+    assert "media-content-mismatch" in response.text

@@ -69,9 +69,9 @@ DATA = [
      "subject": {"reference": "Patient/pa"}},
     {"resourceType": "Encounter", "id": "enc-b", "status": "finished", "class": {"code": "VR"},
      "subject": {"reference": "Patient/pb"}},
-    {"resourceType": "Binary", "id": "bin-a", "contentType": "image/png", "data": "AA==",
+    {"resourceType": "Binary", "id": "bin-a", "contentType": "image/png", "data": ONE_PIXEL_PNG,
      "securityContext": {"reference": "Patient/pa"}},
-    {"resourceType": "Binary", "id": "bin-b", "contentType": "image/png", "data": "AA==",
+    {"resourceType": "Binary", "id": "bin-b", "contentType": "image/png", "data": ONE_PIXEL_PNG,
      "securityContext": {"reference": "Patient/pb"}},
 ]
 
