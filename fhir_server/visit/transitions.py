@@ -18,8 +18,10 @@ Any other change of (status, businessStatus) is 409 `visit-transition`; the revi
 for and code never change (409 `visit-task-fixed`); review Tasks are created only by $submit and
 never deleted (decline instead).
 
-Communication creates on a visit under review: the owner's message to the patient moves the Task
-to awaiting-patient; the patient's message (a reply) moves it back to in-review.
+Communication creates on a submitted visit: only between the visit's patient and its reviewing
+clinician (403 otherwise); the owner's message to the patient moves the Task to awaiting-patient;
+the patient's message (a reply) moves it back to in-review. Follow-up messages on a finished visit
+are kept and change nothing.
 """
 
 from __future__ import annotations
@@ -225,7 +227,10 @@ class VisitTransitions:
         task = orjson.loads(found.body)
         status, business = task_state(task)
         sender = _ref(message.get("sender"))
-        if status != "in-progress" or sender is None:
+        parties = {_ref(task.get("for")), _ref(task.get("owner"))} - {None}
+        if sender not in parties or any(_ref(r) not in parties for r in message.get("recipient") or []):
+            raise Forbidden("A visit's messages are between its patient and its reviewing clinician")
+        if status != "in-progress":
             return
         if sender == _ref(task.get("owner")) and business == "in-review":
             step = STEPS["ask"]

@@ -194,3 +194,15 @@ def test_metrics_show_queue_depth_steps_and_turnaround_without_patient_data(clie
     assert 'visit_steps_total{step="claim"}' in text and 'visit_steps_total{step="submit"}' in text
     assert "visit_time_to_claim_seconds_count" in text
     assert task["for"]["reference"].split("/")[1] not in text
+
+
+def test_only_the_visits_patient_and_reviewer_exchange_its_messages(client):
+    task = submitted(client)
+    doctor, colleague = practitioner(client, "CA"), practitioner(client, "CA")
+    assert claim(client, task, doctor).status_code == 200
+    patient = task["for"]
+    message = {"resourceType": "Communication", "status": "completed", "encounter": task["focus"], "subject": patient,
+               "sent": "2026-11-29T10:00:00Z", "payload": [{"contentString": "A question"}]}
+    intruder = client.post("/Communication", json={**message, "sender": {"reference": colleague}, "recipient": [patient]})
+    assert intruder.status_code == 403
+    assert client.post("/Communication", json={**message, "sender": {"reference": doctor}, "recipient": [patient]}).status_code == 201
