@@ -62,6 +62,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     transitions = VisitTransitions(metrics)
     hooks.register("Task", transitions.on_task)
     hooks.register("Communication", transitions.on_communication)
+    hooks.register("Encounter", transitions.on_encounter)
     hooks.register("MedicationRequest", PrescribingHook(load_rule_set()))  # before e-Rx: refused, never sent
     erx = erx_components(settings.erx, HookedStore(store, hooks), hooks)  # e-prescribing, when a gateway is configured
     # every write is validated (base definition, claimed and required profiles, Questionnaire)

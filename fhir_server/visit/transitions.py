@@ -18,6 +18,9 @@ Any other change of (status, businessStatus) is 409 `visit-transition`; the revi
 for and code never change (409 `visit-task-fixed`); review Tasks are created only by $submit and
 never deleted (decline instead).
 
+Encounter writes: once a visit is submitted its status changes only with the Task's steps (409
+`visit-encounter-status`), and it is not deleted.
+
 Communication creates on a submitted visit: only between the visit's patient and its reviewing
 clinician (403 otherwise); the owner's message to the patient moves the Task to awaiting-patient;
 the patient's message (a reply) moves it back to in-review. Follow-up messages on a finished visit
@@ -214,8 +217,21 @@ class VisitTransitions:
             "sent": _now(), "about": [{"reference": f"Task/{task['id']}"}], "payload": [{"contentString": message}],
         }, method="PUT")
 
+    async def on_encounter(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
+        """A submitted visit's status follows its review Task: a client cannot move it by hand."""
+        if previous is None or previous.body is None or _lifecycle.get():
+            return
+        old = orjson.loads(previous.body)
+        new = orjson.loads(stored.body) if stored.body is not None else None
+        if new is not None and old.get("status") == new.get("status"):
+            return
+        task = await uow.read("Task", review_task_id(stored.id))
+        if task is not None and task.body is not None:
+            raise _conflict("visit-encounter-status", "A submitted visit's Encounter follows its review Task: "
+                            "claim, decline or complete the Task instead", "Encounter.status")
+
     async def on_communication(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
-        if previous is not None or stored.body is None:
+        if previous is not None or stored.body is None or _lifecycle.get():  # (the server's own notices)
             return
         message = orjson.loads(stored.body)
         encounter_ref = _ref(message.get("encounter"))

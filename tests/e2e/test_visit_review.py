@@ -206,3 +206,12 @@ def test_only_the_visits_patient_and_reviewer_exchange_its_messages(client):
     intruder = client.post("/Communication", json={**message, "sender": {"reference": colleague}, "recipient": [patient]})
     assert intruder.status_code == 403
     assert client.post("/Communication", json={**message, "sender": {"reference": doctor}, "recipient": [patient]}).status_code == 201
+
+
+def test_a_submitted_visits_encounter_status_follows_its_task(client):
+    task = submitted(client)
+    encounter = encounter_of(client, task)
+    response = client.put(f"/{task['focus']['reference']}", json={**encounter, "status": "finished"})
+    assert response.status_code == 409 and "visit-encounter-status" in rule(response)
+    assert client.delete(f"/{task['focus']['reference']}").status_code == 409
+    assert encounter_of(client, task)["status"] == "arrived"
