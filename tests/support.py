@@ -13,6 +13,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+# A real 1x1 PNG, base64: a Binary declared image/png must hold PNG bytes (fhir_server/media/sniff.py)
+ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
 
 
 def free_port() -> int:

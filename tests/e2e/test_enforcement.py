@@ -19,13 +19,12 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from smart_auth.service import AuthService
-from tests.support import FHIR_JSON, ServerProcess
+from tests.support import FHIR_JSON, ONE_PIXEL_PNG, ServerProcess
 
 CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
 LAB = f"{CAT}|laboratory"
 VITALS = f"{CAT}|vital-signs"
 
-ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="  # POST /Binary checks that the bytes are what contentType says
 
 
 class Env:

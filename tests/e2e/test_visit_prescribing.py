@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_visit_review import claim, practitioner, submitted
-from tests.e2e.visit_support import load, rule
+from tests.e2e.visit_support import load, rule, start_visit
 from tests.support import FHIR_JSON, ServerProcess
 
 
@@ -72,6 +72,20 @@ def test_a_medication_the_intake_does_not_evaluate_is_refused(client):
     assert response.status_code == 422
     assert "evaluation-fits-medication" in rule(response)
     assert count(client, task) == 0
+
+
+@pytest.mark.parametrize("nitrates, expected", [(False, 201), (True, 422)])
+def test_an_answer_that_contraindicates_the_medication_refuses_it(client, nitrates, expected):
+    # an erectile-dysfunction visit: sildenafil is evaluated by the ED intake, unless the patient takes nitrates
+    encounter_id = start_visit(client, intake_file="tests/fixtures/questionnaire/ed-intake-complete.json",
+                               answers={"nitrates": {"valueBoolean": nitrates}})
+    task = client.post(f"/Encounter/{encounter_id}/$submit").json()
+    doctor = practitioner(client, "CA")
+    assert claim(client, task, doctor).status_code == 200
+    response = client.post("/MedicationRequest", json=prescription(task, doctor, rxnorm="136411", display="sildenafil"))
+    assert response.status_code == expected, response.text
+    if expected == 422:
+        assert rule(response) == {"no-contraindication"}
 
 
 def test_a_clinician_who_is_not_the_reviewer_cannot_prescribe_in_the_visit(client):

@@ -9,6 +9,7 @@ visit, a patient cannot prescribe, another patient cannot read the visit or its 
 
 from __future__ import annotations
 
+import base64
 import copy
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from tests.e2e.smart_support import PASSWORD, REDIRECT, Browserless, pkce_pair, start_smart_server
 from tests.e2e.visit_support import ROOT, load, rule
-from tests.support import FHIR_JSON
+from tests.support import FHIR_JSON, ONE_PIXEL_PNG
 
 PATIENT_SCOPE = "launch/patient openid fhirUser patient/*.cruds"
 CLINICIAN_SCOPE = "openid fhirUser user/*.cruds"
@@ -116,6 +117,15 @@ def test_the_whole_visit_with_real_tokens(world):
     submitted = vera.post(f"/Encounter/{encounter_id}/$submit")
     assert submitted.status_code == 201, submitted.text
     task = submitted.json()
+
+    # a photo of the problem: the patient's own, unreadable to another patient
+    photo = base64.b64decode(ONE_PIXEL_PNG)
+    uploaded = vera.post("/Binary", content=photo, headers={"Content-Type": "image/png",
+                                                           "X-Security-Context": "Patient/pat-v"})
+    assert uploaded.status_code == 201, uploaded.text
+    binary = f"/Binary/{uploaded.json()['id']}"
+    assert vera.get(binary, headers={"Accept": "image/png"}).content == photo
+    assert otto.get(binary, headers={"Accept": "image/png"}).status_code == 404
 
     # the queue: the clinician licensed in CA sees the visit, the NY-only one does not
     assert task["id"] in queue(dr_ca)

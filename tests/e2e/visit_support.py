@@ -29,12 +29,14 @@ def set_answer(response: dict, link_id: str, answer: dict) -> None:
 
 
 def start_visit(client: httpx.Client, *, red_flag: bool = False, intake_status: str | None = "completed",
-                state: str | None = "CA", visit_class: str = "VR") -> str:
+                state: str | None = "CA", visit_class: str = "VR",
+                intake_file: str = "tests/fixtures/questionnaire/async-visit-intake-complete.json",
+                answers: dict[str, dict] | None = None) -> str:
     """A transaction as the patient app sends it: Patient, Location, planned Encounter, intake."""
     patient = load("profiles/examples/async-visit-patient-valid.json")
     location = load("profiles/examples/patient-location-valid.json")
     encounter = load("profiles/examples/async-visit-encounter-valid.json")
-    intake = load("tests/fixtures/questionnaire/async-visit-intake-complete.json")
+    intake = load(intake_file)
     for r in (patient, location, encounter, intake):
         r.pop("id", None)
     if state is None:  # (an Encounter claiming the visit profile could not even be stored so: patient-location)
@@ -63,6 +65,8 @@ def start_visit(client: httpx.Client, *, red_flag: bool = False, intake_status: 
                   source={"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"})
     if red_flag:
         set_answer(intake, "rf-breathing", {"valueBoolean": True})
+    for link_id, answer in (answers or {}).items():
+        set_answer(intake, link_id, answer)
     if intake_status:
         intake["status"] = intake_status
     entries = [
