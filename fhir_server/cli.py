@@ -49,6 +49,9 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--require-profile", action="append", metavar="TYPE=URL", default=None,
                        help="a profile every write of TYPE must meet (repeatable; default none) "
                             "[FHIR_REQUIRED_PROFILES, space-separated]")
+    serve.add_argument("--prescribing-rules", default=defaults.prescribing_rules, metavar="FILE",
+                       help="the deployment's prescribing rules (default profiles/prescribing-rules.json) "
+                            "[FHIR_PRESCRIBING_RULES]")
     serve.add_argument("--visit-fee", default=defaults.visit_fee,
                        help="flat fee of an asynchronous visit, amount and ISO 4217 currency [FHIR_VISIT_FEE]")
     reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             erx_inbound_token=args.erx_inbound_token, erx_max_attempts=args.erx_max_attempts,
             required_profiles=(parse_required_profiles(args.require_profile) if args.require_profile is not None
                                else defaults.required_profiles),
-            visit_fee=args.visit_fee,
+            visit_fee=args.visit_fee, prescribing_rules=args.prescribing_rules,
         ), args.log_level)
     if args.command == "reindex":
         return asyncio.run(reindex(args.database))

@@ -37,6 +37,7 @@ class Settings:
     # (empty by default: the server also stores EHR data that is not part of an async visit)
     required_profiles: tuple[tuple[str, str], ...] = ()  # (resource type, profile url) pairs
     visit_fee: str = "39.99 USD"  # the flat fee of an asynchronous visit (a ChargeItem per submitted visit)
+    prescribing_rules: str | None = None  # the deployment's rule file; None: profiles/prescribing-rules.json
 
     def required_profiles_by_type(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -71,6 +72,8 @@ class Settings:
         if self.erx_inbound_token:
             env["FHIR_ERX_INBOUND_TOKEN"] = self.erx_inbound_token
         env["FHIR_VISIT_FEE"] = self.visit_fee
+        if self.prescribing_rules:
+            env["FHIR_PRESCRIBING_RULES"] = self.prescribing_rules
         if self.required_profiles:
             env["FHIR_REQUIRED_PROFILES"] = " ".join(f"{t}={url}" for t, url in self.required_profiles)
         return env
@@ -96,6 +99,7 @@ class Settings:
             erx_max_attempts=int(env.get("FHIR_ERX_MAX_ATTEMPTS", cls.erx_max_attempts)),
             required_profiles=parse_required_profiles(env.get("FHIR_REQUIRED_PROFILES", "").split()),
             visit_fee=env.get("FHIR_VISIT_FEE", cls.visit_fee),
+            prescribing_rules=env.get("FHIR_PRESCRIBING_RULES") or None,
         )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
@@ -63,13 +64,15 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     hooks.register("Task", transitions.on_task)
     hooks.register("Communication", transitions.on_communication)
     hooks.register("Encounter", transitions.on_encounter)
-    hooks.register("MedicationRequest", PrescribingHook(load_rule_set()))  # before e-Rx: refused, never sent
+    rules = load_rule_set(Path(settings.prescribing_rules) if settings.prescribing_rules else None)
+    hooks.register("MedicationRequest", PrescribingHook(rules))  # before e-Rx: refused, never sent
     erx = erx_components(settings.erx, HookedStore(store, hooks), hooks)  # e-prescribing, when a gateway is configured
     # every write is validated (base definition, claimed and required profiles, Questionnaire)
     # inside its unit of work; the implementation guide's resources are read-only
     validation = Validation(load_guide(), settings.required_profiles_by_type())
     ingest = MediaIngest(blobs, settings.max_image_bytes, settings.max_video_bytes)
-    store = ValidatingStore(erx.store, validation, prepare={"Binary": ingest.binary, "Media": ingest.media})
+    store = ValidatingStore(erx.store, validation, prepare={"Binary": ingest.binary, "Media": ingest.media,
+                                                                  "Task": transitions.stamp_task})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

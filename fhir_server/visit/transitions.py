@@ -40,7 +40,7 @@ from smart_auth.principal import acting
 
 from ..errors import Conflict, Forbidden, OutcomeIssue, UnprocessableEntity
 from ..search.parse import parse_search
-from ..storage import StoredVersion, UnitOfWork
+from ..storage import ResourceReader, StoredVersion, UnitOfWork
 from ..storage.serialization import format_instant
 from .licensure import is_licensed
 from .metrics import VisitMetrics
@@ -129,6 +129,26 @@ class VisitTransitions:
 
     def __init__(self, metrics: VisitMetrics | None = None):
         self.metrics = metrics
+
+    async def stamp_task(self, reader: ResourceReader, id: str, task: dict) -> dict:
+        """Before a review Task's step is written: when it happened, in the Task (turnaround is
+        measured from these: authoredOn = submitted, executionPeriod.start = claimed,
+        executionPeriod.end = completed or declined). The client's own values are kept."""
+        if not is_review_task(task) or _lifecycle.get():
+            return task
+        found = await reader.read("Task", id)
+        if found is None or found.body is None:
+            return task
+        before, after = task_state(orjson.loads(found.body)), task_state(task)
+        if before == after:
+            return task
+        now = _now()
+        period = dict(task.get("executionPeriod") or {})
+        if after[0] == "in-progress":
+            period.setdefault("start", now)
+        if after[0] in ("completed", "rejected"):
+            period.setdefault("end", now)
+        return {**task, "executionPeriod": period, "lastModified": now}
 
     async def on_task(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
         old = orjson.loads(previous.body) if previous is not None and previous.body is not None else None

@@ -4,6 +4,8 @@ visit's licensed reviewer are refused with 422 naming the rule, and nothing is s
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -112,3 +114,19 @@ def test_an_ehr_record_outside_any_async_visit_is_stored_as_a_record(client):
     body = prescription({"for": {"reference": "Patient/ehr-1"}, "focus": {"reference": "Encounter/ehr-visit"}},
                         "Practitioner/ehr-doctor", rxnorm="1049621", display="oxycodone hydrochloride 5 MG Oral Tablet")
     assert client.post("/MedicationRequest", json=body).status_code == 201
+
+
+def test_a_deployment_switches_a_rule_off_in_its_own_rule_file(tmp_path):
+    # e.g. where a platform may prescribe some scheduled drugs asynchronously: no code changes
+    config = load("profiles/prescribing-rules.json")
+    config["rules"]["no-controlled-substance"]["enabled"] = False
+    (tmp_path / "rules.json").write_text(json.dumps(config))
+    proc = ServerProcess(tmp_path / "fhir.db", extra_args=["--prescribing-rules", str(tmp_path / "rules.json")]).start()
+    try:
+        with httpx.Client(base_url=proc.base, timeout=30.0, headers=FHIR_JSON) as c:
+            task, doctor = reviewing(c)
+            response = c.post("/MedicationRequest", json=prescription(
+                task, doctor, rxnorm="1049621", display="oxycodone hydrochloride 5 MG Oral Tablet"))
+            assert response.status_code == 201, response.text
+    finally:
+        proc.stop()

@@ -162,6 +162,9 @@ def test_completing_needs_a_diagnosis_and_a_care_plan_then_finishes_the_encounte
     assert response.status_code == 200, response.text
     encounter = encounter_of(client, task)
     assert encounter["status"] == "finished" and "end" in encounter["period"]
+    # when it was submitted, claimed and completed, for turnaround
+    period = response.json()["executionPeriod"]
+    assert task["authoredOn"] <= claimed["executionPeriod"]["start"] == period["start"] <= period["end"]
 
 
 @pytest.mark.parametrize("change, expected", [
