@@ -2,9 +2,10 @@
 (smart_auth/access.py `set_user_policy`): narrowing filters added to what a user/ scope allows.
 
 - A clinician (a token whose fhirUser is a Practitioner) sees a visit's review Task and its
-  Encounter only when the patient is in a state where the clinician holds an active licence, or
-  when the clinician is the visit's reviewer (Task.owner, Encounter.participant). Other Tasks and
-  Encounters (not async visits) are not narrowed. So the queue search
+  Encounter, and the visit's records (intake, photos' Media, diagnosis, care plan, prescriptions),
+  only when the patient is in a state where the clinician holds an active licence, or when the
+  clinician is the visit's reviewer (Task.owner, Encounter.participant). Other Tasks, Encounters
+  and records (not of async visits) are not narrowed. So the queue search
   `GET /Task?status=requested&owner:missing=true` lists only what the clinician may claim.
 - Messages (Communication) of a signed-in user: only those they send or receive, or (a patient)
   that are about them. Patient apps with patient/ scopes are already confined to their compartment.
@@ -35,6 +36,8 @@ __all__ = ["VisitAccess"]
 
 _VR = "http://terminology.hl7.org/CodeSystem/v3-ActCode|VR"
 _READS = ("r", "s")
+# records of a visit that point at its Encounter (search parameter `encounter`)
+_VISIT_RECORDS = frozenset({"QuestionnaireResponse", "Media", "Condition", "CarePlan", "MedicationRequest"})
 
 
 def _filters(resource_type: str, params: list[tuple[str, str]]) -> Filter:
@@ -91,4 +94,11 @@ class VisitAccess:
             if states:
                 options.append(("location.address-state:exact", states))
             return _any("Encounter", *options)
+        if resource_type in _VISIT_RECORDS:
+            # the visit's intake, photos, diagnosis, plan and prescriptions: as its Encounter
+            options = [("encounter:missing", "true"), ("encounter:Encounter.class:not", _VR),
+                       ("encounter:Encounter.participant", user)]
+            if states:
+                options.append(("encounter:Encounter.location.address-state:exact", states))
+            return _any(resource_type, *options)
         return None

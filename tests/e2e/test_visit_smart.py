@@ -131,6 +131,9 @@ def test_the_whole_visit_with_real_tokens(world):
     assert task["id"] in queue(dr_ca)
     assert task["id"] not in queue(dr_ny)
     assert dr_ny.get(f"/Task/{task['id']}").status_code == 404
+    assert dr_ny.get(f"/Encounter/{encounter_id}").status_code == 404
+    assert not dr_ny.get("/QuestionnaireResponse", params={"encounter": f"Encounter/{encounter_id}"}).json().get("entry")
+    assert dr_ca.get("/QuestionnaireResponse", params={"encounter": f"Encounter/{encounter_id}"}).json()["entry"]
 
     claimed = {**task, "status": "in-progress", "owner": {"reference": "Practitioner/dr-ca"},
                "businessStatus": {"coding": [{**task["businessStatus"]["coding"][0], "code": "in-review"}]}}
