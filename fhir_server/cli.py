@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import replace
 
 from .config import Settings, parse_required_profiles
@@ -114,7 +116,14 @@ def serve(settings: Settings, log_level: str) -> int:
     if settings.workers > 1:
         # Worker processes import the app by name and read their settings from the environment.
         os.environ.update(settings.to_env())
-        uvicorn.run("fhir_server.api.app:app_from_env", factory=True, workers=settings.workers, **options)
+        # /metrics counts visit steps in every worker: prometheus-client's multiprocess mode sums
+        # them over the workers' files in this folder (set before a worker imports the library)
+        metrics_dir = tempfile.mkdtemp(prefix="fhir-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run("fhir_server.api.app:app_from_env", factory=True, workers=settings.workers, **options)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         uvicorn.run(create_app(settings), **options)
     return 0

@@ -9,14 +9,17 @@ Patients are promised an answer within hours, so the operator watches:
   visit_time_to_completion_seconds     submitted -> completed
 No label carries patient data: steps and states are fixed vocabularies. Steps are counted when the
 hook accepts them inside the write's unit of work; a commit that then fails (rare: the checks are
-done) would have been counted. Per process: with --workers N each worker has its own counters.
+done) would have been counted. With --workers N the CLI turns on prometheus-client's multiprocess
+mode (PROMETHEUS_MULTIPROC_DIR): steps and durations are summed over the workers at each scrape.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..search.parse import parse_search
 from ..storage import ResourceReader
@@ -48,7 +51,9 @@ class VisitMetrics:
                                   registry=self.registry)
         self.to_completion = Histogram("visit_time_to_completion_seconds", "Submitted to completed",
                                        buckets=_HOURS, registry=self.registry)
-        self.queue = Gauge("visit_queue_depth", "Review Tasks by state", ["state"], registry=self.registry)
+        # counted at each scrape by the process that answers it: kept apart from the summed metrics
+        self.queue_registry = CollectorRegistry()
+        self.queue = Gauge("visit_queue_depth", "Review Tasks by state", ["state"], registry=self.queue_registry)
 
     def step(self, name: str, task: dict | None = None) -> None:
         self.steps.labels(name).inc()
@@ -70,4 +75,10 @@ class VisitMetrics:
             ])
             page = await reader.search(query)
             self.queue.labels(business).set(page.total or 0)
-        return generate_latest(self.registry)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            steps = generate_latest(merged)
+        else:
+            steps = generate_latest(self.registry)
+        return steps + generate_latest(self.queue_registry)

@@ -218,3 +218,16 @@ def test_a_submitted_visits_encounter_status_follows_its_task(client):
     assert response.status_code == 409 and "visit-encounter-status" in rule(response)
     assert client.delete(f"/{task['focus']['reference']}").status_code == 409
     assert encounter_of(client, task)["status"] == "arrived"
+
+
+def test_metrics_sum_the_steps_over_worker_processes(tmp_path):
+    proc = ServerProcess(tmp_path / "fhir.db", extra_args=["--workers", "2"]).start()
+    try:
+        with httpx.Client(base_url=proc.base, timeout=30.0, headers=FHIR_JSON) as c:
+            for _ in range(6):  # new connections: the kernel spreads them over both workers
+                with httpx.Client(base_url=proc.base, timeout=30.0, headers=FHIR_JSON) as fresh:
+                    submitted(fresh)
+            text = c.get("/metrics").text
+            assert 'visit_steps_total{step="submit"} 6.0' in text
+    finally:
+        proc.stop()
