@@ -67,3 +67,23 @@ class ServerProcess:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def module_server(name: str, *extra_args: str):
+    """Fixtures for a test module with its own server: `server` (a real server on a fresh database,
+    for the whole module) and `client` (an httpx client speaking FHIR JSON to it).
+    Use: `server, client = module_server("visit", "--visit-fee", "42.50 USD")`."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        proc = ServerProcess(tmp_path_factory.mktemp(name) / "fhir.db", extra_args=list(extra_args)).start()
+        yield proc
+        proc.stop()
+
+    @pytest.fixture()
+    def client(server):
+        with httpx.Client(base_url=server.base, timeout=30.0, headers=FHIR_JSON) as c:
+            yield c
+
+    return server, client

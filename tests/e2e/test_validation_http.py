@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from profiles.canonical import CANONICAL_BASE
-from tests.support import FHIR_JSON, ServerProcess
+from tests.support import FHIR_JSON, ServerProcess, module_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "profiles" / "examples"
 ENCOUNTER_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/async-visit-encounter"
@@ -34,17 +34,7 @@ def claiming(resource: dict, profile: str = ENCOUNTER_PROFILE) -> dict:
     return {**resource, "meta": {"profile": [profile]}}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("validation") / "fhir.db").start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server.base, timeout=30.0, headers=FHIR_JSON) as c:
-        yield c
+server, client = module_server("validation")
 
 
 def count(client: httpx.Client, resource_type: str) -> int:

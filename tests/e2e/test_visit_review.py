@@ -12,20 +12,10 @@ import httpx
 import pytest
 
 from tests.e2e.visit_support import load, rule, start_visit
-from tests.support import FHIR_JSON, ServerProcess
+from tests.support import FHIR_JSON, ServerProcess, module_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("review") / "fhir.db").start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server.base, timeout=30.0, headers=FHIR_JSON) as c:
-        yield c
+server, client = module_server("review")
 
 
 def practitioner(client: httpx.Client, *states: str) -> str:

@@ -4,24 +4,13 @@ rule and changes nothing; submitting twice gives the same Task."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from profiles.canonical import CANONICAL_BASE
 from tests.e2e.visit_support import rule, start_visit
-from tests.support import FHIR_JSON, ServerProcess
+from tests.support import module_server
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("visit") / "fhir.db", extra_args=["--visit-fee", "42.50 USD"]).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server.base, timeout=30.0, headers=FHIR_JSON) as c:
-        yield c
+server, client = module_server("visit", "--visit-fee", "42.50 USD")
 
 
 def test_submit_makes_the_review_task_the_fee_and_an_arrived_encounter(client):
