@@ -19,12 +19,13 @@ from smart_auth.access import searchable_types
 from smart_auth.principal import Principal
 
 from ..errors import Forbidden, OutcomeIssue, UnsupportedMediaType, operation_outcome
+from ..exchange import everything
 from ..interactions import bundle as bundles
 from ..interactions import conditional, crud
 from ..interactions.history import history, history_request
 from ..interactions.preconditions import parse_if_match
 from ..interactions.prefer import RETURN_OUTCOME, parse_prefer
-from ..interactions.rendering import history_bundle
+from ..interactions.rendering import embedded, history_bundle
 from ..interactions.search import build_query, compartment_query, encode_cursor, search, searchset_bundle
 from ..interactions.profile_check import collected_warnings, outcome_issues
 from ..interactions.validate_operation import parse_validate_request, validate_operation
@@ -203,6 +204,47 @@ async def submit_encounter(request: Request, id: str) -> Response:
         task, created = await submit_visit(uow, request.app.state.validation, id, principal, request.app.state.visit_fee,
                                            metrics=request.app.state.metrics)
     return resource_response(task, request, media, status=201 if created else 200)
+
+
+@interaction("GET", "/Patient/{id}/$everything", "operation-everything")
+async def patient_everything_get(request: Request, id: str) -> Response:
+    return await _everything(request, "Patient", id)
+
+
+@interaction("POST", "/Patient/{id}/$everything", "operation-everything")
+async def patient_everything_post(request: Request, id: str) -> Response:
+    return await _everything(request, "Patient", id)
+
+
+@interaction("GET", "/Encounter/{id}/$everything", "operation-everything")
+async def encounter_everything_get(request: Request, id: str) -> Response:
+    return await _everything(request, "Encounter", id)
+
+
+async def _everything(request: Request, resource_type: str, id: str) -> Response:
+    """R4 Patient-everything / Encounter-everything: a searchset of what the caller may read."""
+    principal = await request_principal(request)
+    media = response_media_type(request)
+    params = dict(await _search_params(request)) if request.method == "GET" else dict(request.query_params)
+    if resource_type == "Patient":
+        found = await everything.patient_everything(_store(request), principal, id, params)
+    else:
+        found = await everything.encounter_everything(_store(request), principal, id)
+    base = base_url(request)
+    here = f"{base}/{resource_type}/{id}/$everything"
+    kept = [(k, v) for k, v in params.items() if k != "_page"]
+    links = [{"relation": "self", "url": f"{here}?{urlencode(params)}" if params else here}]
+    if found.next_page:
+        links.append({"relation": "next", "url": f"{here}?{urlencode([*kept, ('_page', found.next_page)])}"})
+    bundle = {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": [
+        *({"fullUrl": f"{base}/{v.resource_type}/{v.id}", "resource": embedded(v), "search": {"mode": "match"}}
+          for v in found.matches),
+        *({"fullUrl": f"{base}/{v.resource_type}/{v.id}", "resource": embedded(v), "search": {"mode": "include"}}
+          for v in found.included),
+    ]}
+    if not found.next_page and "_page" not in params:  # one page: it holds everything
+        bundle["total"] = len(found.matches)
+    return fhir_response(orjson.dumps(bundle), request, media_type=media)
 
 
 async def _validate(request: Request, resource_type: str, id: str | None) -> Response:

@@ -191,3 +191,21 @@ def test_the_whole_visit_with_real_tokens(world):
             "businessStatus": {"coding": [{**task["businessStatus"]["coding"][0], "code": "completed"}]}}
     assert dr_ca.put(f"/Task/{task['id']}", json=done).status_code == 200
     assert vera.get(f"/Encounter/{encounter_id}").json()["status"] == "finished"
+
+
+def test_everything_is_authorized_like_a_search(world):
+    vera, otto, dr_ny = world["vera"], world["otto"], world["dr-ny"]
+    encounter_id = start(vera)
+    mine = vera.get("/Patient/pat-v/$everything")
+    assert mine.status_code == 200, mine.text
+    refs = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in mine.json()["entry"]}
+    assert f"Encounter/{encounter_id}" in refs
+    assert all(not r.startswith("Patient/") or r == "Patient/pat-v" for r in refs)
+    assert otto.get("/Patient/pat-v/$everything").status_code == 404
+    theirs = otto.get("/Patient/pat-o/$everything").json()
+    assert not any(e["resource"].get("subject", {}).get("reference") == "Patient/pat-v" for e in theirs["entry"])
+    assert otto.get(f"/Encounter/{encounter_id}/$everything").status_code == 404
+    assert vera.get(f"/Encounter/{encounter_id}/$everything").status_code == 200
+    # a clinician not licensed where the patient is does not see the visit (submitted or not)
+    vera.post(f"/Encounter/{encounter_id}/$submit")
+    assert dr_ny.get(f"/Encounter/{encounter_id}/$everything").status_code == 404

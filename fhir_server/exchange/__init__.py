@@ -1,0 +1,1 @@
+"""EHR exchange: consultation documents, $everything, Bulk export, subscriptions."""
