@@ -24,6 +24,7 @@ from smart_auth.service import AuthService
 from ..config import Settings
 from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
+from ..exchange.document import register_document_hooks
 from ..interactions.profile_check import ValidatingStore
 from ..interactions.write_hooks import HookedStore, WriteHooks
 from ..interactions.validation import warm_up
@@ -43,6 +44,7 @@ from .access_log import AccessLog
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
 from .binary_routes import BINARY_ROUTES
+from .document_routes import ROUTES as DOCUMENT_ROUTES
 from .metrics_route import ROUTES as METRICS_ROUTES
 from .routes import ROUTES
 
@@ -66,6 +68,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     hooks.register("Encounter", transitions.on_encounter)
     rules = load_rule_set(Path(settings.prescribing_rules) if settings.prescribing_rules else None)
     hooks.register("MedicationRequest", PrescribingHook(rules))  # before e-Rx: refused, never sent
+    register_document_hooks(hooks)  # a correction after completion: a new version of the consult note
     erx = erx_components(settings.erx, HookedStore(store, hooks), hooks)  # e-prescribing, when a gateway is configured
     # every write is validated (base definition, claimed and required profiles, Questionnaire)
     # inside its unit of work; the implementation guide's resources are read-only
@@ -109,7 +112,8 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
         # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
-        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *METRICS_ROUTES, *BINARY_ROUTES, *ROUTES],
+        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *METRICS_ROUTES, *BINARY_ROUTES, *DOCUMENT_ROUTES,
+                *ROUTES],
     )
     app.state.settings = settings
     app.state.store = store

@@ -134,6 +134,8 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
             operations.append({"name": "validate", "definition": _VALIDATE_OPERATION})
         if name in ("Patient", "Encounter") and "operation-everything" in codes:
             operations.append({"name": "everything", "definition": f"http://hl7.org/fhir/OperationDefinition/{name}-everything"})
+        if name == "Composition" and "operation-document" in codes:
+            operations.append({"name": "document", "definition": "http://hl7.org/fhir/OperationDefinition/Composition-document"})
         if name == "Encounter" and "operation-submit" in codes:
             operations.append({"name": "submit", "definition": _SUBMIT_OPERATION})
         if operations:

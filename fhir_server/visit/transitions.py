@@ -39,6 +39,7 @@ import orjson
 from smart_auth.principal import acting
 
 from ..errors import Conflict, Forbidden, OutcomeIssue, UnprocessableEntity
+from ..exchange.document import compose_consultation
 from ..search.parse import parse_search
 from ..storage import ResourceReader, StoredVersion, UnitOfWork
 from ..storage.serialization import format_instant
@@ -204,6 +205,8 @@ class VisitTransitions:
                 encounter["period"] = {**(encounter.get("period") or {}), "end": _now()}
             await uow.write("Encounter", encounter_version.id, encounter, method="PUT",
                             expected_version=encounter_version.version)
+        if step.name == "complete":  # the consultation document, in the same unit of work (exchange/document.py)
+            await compose_consultation(uow, _ref(new["focus"]) or "")
 
     async def _check_claim(self, uow: UnitOfWork, old: dict, new: dict, encounter: dict) -> None:
         owner = _ref(new.get("owner"))
