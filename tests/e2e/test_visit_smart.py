@@ -192,6 +192,13 @@ def test_the_whole_visit_with_real_tokens(world):
     assert dr_ca.put(f"/Task/{task['id']}", json=done).status_code == 200
     assert vera.get(f"/Encounter/{encounter_id}").json()["status"] == "finished"
 
+    # the consult note: the patient reads her document, another patient cannot
+    [note] = [e["resource"] for e in vera.get("/Composition", params={"encounter": f"Encounter/{encounter_id}"}).json()["entry"]]
+    document = vera.get(f"/Composition/{note['id']}/$document")
+    assert document.status_code == 200, document.text
+    assert document.json()["type"] == "document" and document.json()["entry"][0]["resource"]["id"] == note["id"]
+    assert otto.get(f"/Composition/{note['id']}/$document").status_code == 404
+
 
 def test_everything_is_authorized_like_a_search(world):
     vera, otto, dr_ny = world["vera"], world["otto"], world["dr-ny"]
