@@ -25,6 +25,7 @@ from ..config import Settings
 from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
 from ..exchange.document import register_document_hooks
+from ..exchange.subscriptions import subscription_components
 from ..interactions.profile_check import ValidatingStore
 from ..interactions.write_hooks import HookedStore, WriteHooks
 from ..interactions.validation import warm_up
@@ -70,12 +71,14 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     hooks.register("MedicationRequest", PrescribingHook(rules))  # before e-Rx: refused, never sent
     register_document_hooks(hooks)  # a correction after completion: a new version of the consult note
     erx = erx_components(settings.erx, HookedStore(store, hooks), hooks)  # e-prescribing, when a gateway is configured
+    subs = subscription_components(erx.store, hooks, settings)  # subscriptions: their hooks after the visit's
     # every write is validated (base definition, claimed and required profiles, Questionnaire)
     # inside its unit of work; the implementation guide's resources are read-only
     validation = Validation(load_guide(), settings.required_profiles_by_type())
     ingest = MediaIngest(blobs, settings.max_image_bytes, settings.max_video_bytes)
     store = ValidatingStore(erx.store, validation, prepare={"Binary": ingest.binary, "Media": ingest.media,
-                                                                  "Task": transitions.stamp_task})
+                                                                  "Task": transitions.stamp_task,
+                                                                  "Subscription": subs.prepare})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,9 +96,11 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         gc.collect()
         gc.freeze()
         erx.start()
+        subs.start()
         try:
             yield
         finally:
+            await subs.stop()
             await erx.stop()
             if auth is not None:
                 await auth.close()
@@ -112,7 +117,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # The routes are the app's own (not an included router), so the CapabilityStatement can
         # read their interaction names from app.routes.
         # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
-        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *METRICS_ROUTES, *BINARY_ROUTES, *DOCUMENT_ROUTES,
+        routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *subs.routes, *METRICS_ROUTES, *BINARY_ROUTES, *DOCUMENT_ROUTES,
                 *ROUTES],
     )
     app.state.settings = settings
@@ -131,6 +136,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         app.state.authorization_server = SmartAuthorizationServer(auth)
         app.state.patient_directory = StorePatientDirectory(store)
     app.state.capability_cache = {}
+    app.state.subscription_events_scan = subs.settings.events_scan
     _install_error_handlers(app)
     app.add_middleware(AccessLog)
     # Browser apps (SMART public clients) call the FHIR API, the token endpoint and discovery from

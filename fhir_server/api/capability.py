@@ -16,6 +16,7 @@ from profiles.guide import IG_URL
 from smart_auth.discovery import capability_security
 
 from .. import __version__
+from ..exchange.subscriptions import capability_extensions as subscription_topic_extensions
 from ..storage.serialization import format_instant
 from ..search.registry import search_params
 from ..validation.resource_types import resource_types
@@ -47,6 +48,7 @@ _ERX_DOCUMENTATION = {
 
 
 _VALIDATE_OPERATION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"  # the Subscriptions R5 Backport IG (R4)
 _SUBMIT_OPERATION = "http://fhir-async-telehealth.example/OperationDefinition/submit"  # profiles/operations/submit.json
 
 
@@ -134,6 +136,11 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
             operations.append({"name": "validate", "definition": _VALIDATE_OPERATION})
         if name in ("Patient", "Encounter") and "operation-everything" in codes:
             operations.append({"name": "everything", "definition": f"http://hl7.org/fhir/OperationDefinition/{name}-everything"})
+        if name == "Subscription":
+            resource["extension"] = subscription_topic_extensions()
+            resource["supportedProfile"] = [f"{_BACKPORT}/StructureDefinition/backport-subscription"]
+            operations += [{"name": "status", "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-status"},
+                           {"name": "events", "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-events"}]
         if name == "Composition" and "operation-document" in codes:
             operations.append({"name": "document", "definition": "http://hl7.org/fhir/OperationDefinition/Composition-document"})
         if name == "Encounter" and "operation-submit" in codes:
