@@ -66,6 +66,9 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     from .erx.admin import add_commands as add_erx_commands
 
     add_erx_commands(commands, defaults.database_url)  # erx list|retry: fhir_server/erx/admin.py
+    from .exchange.bulk.cli import add_commands as add_export_commands
+
+    add_export_commands(commands, defaults.database_url)  # export: fhir_server/exchange/bulk/cli.py
     return parser
 
 

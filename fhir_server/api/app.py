@@ -24,6 +24,7 @@ from smart_auth.service import AuthService
 from ..config import Settings
 from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
+from ..exchange.bulk.install import bulk_components
 from ..exchange.document import register_document_hooks
 from ..exchange.subscriptions import subscription_components
 from ..interactions.profile_check import ValidatingStore
@@ -79,6 +80,7 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     store = ValidatingStore(erx.store, validation, prepare={"Binary": ingest.binary, "Media": ingest.media,
                                                                   "Task": transitions.stamp_task,
                                                                   "Subscription": subs.prepare})
+    bulk = bulk_components(store, settings)  # Bulk Data export: its routes, worker and file sweep
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,9 +99,11 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         gc.freeze()
         erx.start()
         subs.start()
+        bulk.start()
         try:
             yield
         finally:
+            await bulk.stop()
             await subs.stop()
             await erx.stop()
             if auth is not None:
@@ -118,11 +122,12 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # read their interaction names from app.routes.
         # SMART's routes first: /auth/token would otherwise match /{resource_type}/{id}.
         routes=[*(SMART_ROUTES if auth is not None else []), *erx.routes, *subs.routes, *METRICS_ROUTES, *BINARY_ROUTES, *DOCUMENT_ROUTES,
-                *ROUTES],
+                *bulk.routes, *ROUTES],
     )
     app.state.settings = settings
     app.state.store = store
     app.state.blobs = blobs
+    app.state.bulk = bulk
     app.state.media_ingest = ingest
     app.state.validation = validation
     app.state.visit_fee = VisitFee.parse(settings.visit_fee)

@@ -48,6 +48,7 @@ _ERX_DOCUMENTATION = {
 
 
 _VALIDATE_OPERATION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+_BULK = "http://hl7.org/fhir/uv/bulkdata"  # Bulk Data Access 2.0 (fhir_server/exchange/bulk)
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"  # the Subscriptions R5 Backport IG (R4)
 _SUBMIT_OPERATION = "http://fhir-async-telehealth.example/OperationDefinition/submit"  # profiles/operations/submit.json
 
@@ -141,6 +142,8 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
             resource["supportedProfile"] = [f"{_BACKPORT}/StructureDefinition/backport-subscription"]
             operations += [{"name": "status", "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-status"},
                            {"name": "events", "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-events"}]
+        if name in ("Patient", "Group") and "operation-export" in codes:
+            operations.append({"name": "export", "definition": f"{_BULK}/OperationDefinition/{name.lower()}-export"})
         if name == "Composition" and "operation-document" in codes:
             operations.append({"name": "document", "definition": "http://hl7.org/fhir/OperationDefinition/Composition-document"})
         if name == "Encounter" and "operation-submit" in codes:
@@ -157,6 +160,8 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
     }
     if app.state.auth is not None:
         rest["security"] = capability_security(base)
+    if "operation-export" in codes:
+        rest["operation"] = [{"name": "export", "definition": f"{_BULK}/OperationDefinition/export"}]
     if "search-compartment" in codes:
         rest["compartment"] = ["http://hl7.org/fhir/CompartmentDefinition/patient"]
     statement = {
@@ -174,6 +179,8 @@ def build_capability_statement(app: FastAPI, base: str) -> dict:
     }
     if getattr(app.state, "validation", None) is not None:
         statement["implementationGuide"] = [IG_URL]
+    if "operation-export" in codes:
+        statement["instantiates"] = [f"{_BULK}/CapabilityStatement/bulk-data"]
     return statement
 
 
