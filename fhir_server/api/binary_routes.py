@@ -28,7 +28,7 @@ import base64
 import binascii
 import logging
 import uuid
-from typing import AsyncIterable, AsyncIterator, Callable
+from typing import AsyncIterable, AsyncIterator
 
 import orjson
 from starlette.convertors import Convertor, register_url_convertor
@@ -49,7 +49,7 @@ from ..media.sniff import HEAD_BYTES, MEDIA_TYPES, SCRUBBED_TYPES
 from ..storage import StoredVersion
 from ..storage.blobs import BlobStore
 from .authorization import request_principal
-from .capability import FhirRoute
+from .capability import FhirRoute, route_table
 from .negotiation import FHIR_JSON, JSON, read_json, response_media_type
 from .responses import resource_response, version_headers, write_response
 from .routes import base_url
@@ -87,16 +87,7 @@ class RangeNotSatisfiable(FhirError):
         self.headers = {"Content-Range": f"bytes */{size}"}
 
 
-def _route(method: str, path: str, *codes: str) -> Callable:
-    def register(handler: Callable) -> Callable:
-        async def endpoint(request: Request) -> Response:
-            return await handler(request, **request.path_params)
-
-        BINARY_ROUTES.append(FhirRoute(path, endpoint, methods=[method], name=f"binary-{codes[0]}",
-                                       interactions=codes))
-        return handler
-
-    return register
+_route = route_table(BINARY_ROUTES)
 
 
 def _media_type(value: str | None) -> str:

@@ -12,7 +12,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 from email.utils import formatdate
-from typing import Callable
 
 import orjson
 from starlette.requests import Request
@@ -28,7 +27,7 @@ from ..exchange.bulk.kickoff import (
 )
 from ..storage.serialization import format_instant
 from .authorization import request_principal
-from .capability import FhirRoute
+from .capability import FhirRoute, route_table
 from .negotiation import read_json
 from .responses import fhir_response
 from .routes import base_url
@@ -46,16 +45,7 @@ class TooManyRequests(FhirError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
-def _route(method: str, path: str, *codes: str) -> Callable:
-    def register(handler: Callable) -> Callable:
-        async def endpoint(request: Request) -> Response:
-            return await handler(request, **request.path_params)
-
-        ROUTES.append(FhirRoute(path, endpoint, methods=[method], name=f"bulk-{codes[0]}-{method.lower()}",
-                                interactions=codes))
-        return handler
-
-    return register
+_route = route_table(ROUTES)
 
 
 def _bulk(request: Request):

@@ -6,9 +6,12 @@ negotiation module accepts. Built once per base URL and cached as bytes.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Callable
 
 import orjson
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -67,6 +70,29 @@ class FhirRoute(Route):
         if match != Match.NONE:
             child["route"] = self
         return match, child
+
+
+def route_table(routes: list["FhirRoute"]) -> Callable:
+    """The decorator that registers handlers into `routes`, each route naming the FHIR interaction
+    or operation codes it implements (the CapabilityStatement reads them). Every route module
+    (routes.py, binary_routes.py, bulk_routes.py, document_routes.py) declares its routes with one.
+
+    They are plain Starlette routes inside the FastAPI app: every handler takes the raw request
+    (bodies are FHIR JSON parsed by the interaction layer, not pydantic models), and FastAPI's
+    per-request dependency solving cost more than half of a read's CPU (bench/README.md)."""
+
+    def interaction(method: str, path: str, *codes: str) -> Callable:
+        def register(handler: Callable) -> Callable:
+            async def endpoint(request: Request) -> Response:
+                return await handler(request, **request.path_params)
+
+            routes.append(FhirRoute(path, endpoint, methods=[method], name=f"{codes[0]}-{method.lower()}",
+                                    interactions=codes))
+            return handler
+
+        return register
+
+    return interaction
 
 
 _STARTED = format_instant(datetime.now(timezone.utc))

@@ -32,7 +32,7 @@ from ..interactions.validation import check
 from ..storage import Store
 from ..storage.serialization import format_instant
 from .authorization import request_principal
-from .capability import FhirRoute
+from .capability import FhirRoute, route_table
 from .negotiation import read_json, response_media_type
 from .responses import fhir_response, version_headers
 
@@ -41,15 +41,7 @@ __all__ = ["ROUTES", "document_bundle", "composition_references"]
 ROUTES: list[FhirRoute] = []
 
 
-def _route(method: str, path: str, code: str):
-    def register(handler):
-        async def endpoint(request: Request) -> Response:
-            return await handler(request, **request.path_params)
-
-        ROUTES.append(FhirRoute(path, endpoint, methods=[method], name=f"{code}-{method.lower()}", interactions=(code,)))
-        return handler
-
-    return register
+_route = route_table(ROUTES)
 
 
 def _reference(value: object) -> str | None:

@@ -8,7 +8,6 @@ and passes it to the interaction, which asks smart_auth/access.py what it may do
 
 from __future__ import annotations
 
-from typing import Callable
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -36,29 +35,14 @@ from ..validation.issues import Issue
 from ..visit.submit import submit_visit
 from ..validation.resource_types import resource_types as all_resource_types
 from .authorization import request_principal
-from .capability import FhirRoute, capability_statement
+from .capability import FhirRoute, capability_statement, route_table
 from .negotiation import JSON_PATCH, read_body, read_json, response_media_type
 from .responses import fhir_response, resource_response, write_response
 
 ROUTES: list[FhirRoute] = []
 
 
-def interaction(method: str, path: str, *codes: str) -> Callable:
-    """Register a route implementing the named FHIR interaction codes (CapabilityStatement vocabulary).
-
-    These are plain Starlette routes inside the FastAPI app: every handler takes the raw request
-    (bodies are FHIR JSON parsed by the interaction layer, not pydantic models), and FastAPI's
-    per-request dependency solving cost more than half of a read's CPU (bench/README.md).
-    """
-
-    def register(handler: Callable) -> Callable:
-        async def endpoint(request: Request) -> Response:
-            return await handler(request, **request.path_params)
-
-        ROUTES.append(FhirRoute(path, endpoint, methods=[method], name=codes[0], interactions=codes))
-        return handler
-
-    return register
+interaction = route_table(ROUTES)
 
 
 def _store(request: Request) -> Store:
