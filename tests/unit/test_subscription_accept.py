@@ -92,3 +92,10 @@ def test_topics_are_advertised_and_the_owner_round_trips():
     assert events_since_start(s) == 3
     back = owner_of(s)
     assert (back.client_id, back.patient, back.scopes.text, back.unrestricted) == ("app", "p1", "patient/Encounter.rs", False)
+
+
+def test_a_heartbeat_period_is_refused_until_heartbeats_are_sent():
+    s = sub()
+    s["channel"]["extension"].append({"url": f"{BP}/backport-heartbeat-period", "valueUnsignedInt": 60})
+    with pytest.raises(UnprocessableEntity):
+        parse_spec(s, SubscriptionSettings())

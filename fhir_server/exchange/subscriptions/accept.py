@@ -159,6 +159,10 @@ def parse_spec(sub: dict, settings: SubscriptionSettings) -> Spec:
                 raise _refuse("Notifications are sent in FHIR 4.0 only", "Subscription.channel.payload")
     channel_exts = _exts(channel)
     heartbeat = _one(channel_exts, HEARTBEAT_EXT, "valueUnsignedInt", "Subscription.channel")
+    if heartbeat:
+        # no heartbeat sender yet: accepting the period would promise notifications never sent
+        raise _refuse("This server does not send heartbeats yet: leave out backport-heartbeat-period",
+                      "Subscription.channel")
     timeout = _one(channel_exts, TIMEOUT_EXT, "valueUnsignedInt", "Subscription.channel")
     max_count = _one(channel_exts, MAX_COUNT_EXT, "valuePositiveInt", "Subscription.channel", positive=True)
     content_exts = [e for e in _exts(channel.get("_payload"))]
