@@ -133,3 +133,13 @@ class Forbidden(FhirError):
     def __init__(self, diagnostics: str, *, expression: str | None = None):
         super().__init__(diagnostics, expression=expression)
         self.headers = {"WWW-Authenticate": 'Bearer realm="fhir", error="insufficient_scope"'}
+
+
+def business_rule(rule: str, message: str, expression: str) -> UnprocessableEntity:
+    """422 with one `business-rule` issue naming the rule broken (its id in issue.details.coding)."""
+    return UnprocessableEntity(message, issues=[OutcomeIssue("error", "business-rule", message, expression, rule)])
+
+
+def conflict(rule: str, message: str, expression: str) -> Conflict:
+    """409 with one `conflict` issue naming the rule (its id in issue.details.coding)."""
+    return Conflict(message, issues=[OutcomeIssue("error", "conflict", message, expression, rule)])

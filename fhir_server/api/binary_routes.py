@@ -44,7 +44,7 @@ from ..interactions.prefer import parse_prefer
 from ..interactions.profile_check import collected_warnings, outcome_issues
 from ..interactions.validation import Checked, check
 from ..media.binary_resource import BlobRef, blob_ref, with_blob_ref, without_blob_ref
-from ..media.ingest import cleaned, require_match, too_large
+from ..media.ingest import cleaned, media_type, require_match, too_large
 from ..media.sniff import HEAD_BYTES, MEDIA_TYPES, SCRUBBED_TYPES
 from ..storage import StoredVersion
 from ..storage.blobs import BlobStore
@@ -88,10 +88,6 @@ class RangeNotSatisfiable(FhirError):
 
 
 _route = route_table(BINARY_ROUTES)
-
-
-def _media_type(value: str | None) -> str:
-    return (value or "").split(";", 1)[0].strip().lower()
 
 
 def _blobs(request: Request) -> BlobStore:
@@ -146,11 +142,11 @@ async def create_binary(request: Request) -> Response:
     media = response_media_type(request)
     settings = request.app.state.settings
     store = request.app.state.store
-    content_type = _media_type(request.headers.get("content-type"))
+    content_type = media_type(request.headers.get("content-type"))
     id = crud.new_id()
     if content_type in _FHIR_TYPES:
         resource = without_blob_ref(check(await read_json(request, settings.max_body_bytes), "Binary").body)
-        declared = _media_type(resource.get("contentType"))
+        declared = media_type(resource.get("contentType"))
         if declared not in MEDIA_TYPES or not isinstance(resource.get("data"), str):
             return await _create_inline(request, media, Checked("Binary", resource), id, principal)
         await check_write(store, principal, CREATE, "Binary", resource, id=id)
@@ -301,7 +297,7 @@ async def read_binary(request: Request, id: str) -> Response:
         raise FhirError("The content of this Binary is missing from the blob store")
     if fhir:
         return _fhir_json(request, version, body, media, ref, size, blobs)
-    content_type = _media_type(body.get("contentType")) or "application/octet-stream"
+    content_type = media_type(body.get("contentType")) or "application/octet-stream"
     if not _acceptable(request.headers.get("accept"), content_type):
         raise NotAcceptable(f"The content is {content_type}; ask for it, or for {FHIR_JSON}")
     headers = {**version_headers(version, "", location=False), **_RAW_HEADERS}

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime, timezone
 
 import orjson
 
-from ..search.parse import parse_search
+from ..interactions.resource_reads import read_resource, reference_of, search_resources
 from ..storage import StoredVersion, UnitOfWork
-from ..storage.serialization import format_instant
+from ..storage.serialization import now_instant
 from ..visit.lifecycle import review_task_id
 from . import narrative as n
 
@@ -55,27 +54,6 @@ SECTION_TITLES: dict[str, tuple[str, dict | None]] = {
     "medications": ("Medications prescribed", None),
     "follow-up": ("Follow-up and messages", None),
 }
-
-
-def _now() -> str:
-    return format_instant(datetime.now(timezone.utc))
-
-
-def _ref(value: object) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
-
-
-async def _read(uow: UnitOfWork, reference: str | None) -> dict | None:
-    if not reference or reference.count("/") != 1:
-        return None
-    found = await uow.read(*reference.split("/"))
-    return orjson.loads(found.body) if found is not None and found.body is not None else None
-
-
-async def _search(uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]) -> list[dict]:
-    page = await uow.search(parse_search([resource_type], [*params, ("_count", "100")]))
-    return [orjson.loads(v.body) for v in page.matches if v.body is not None]
 
 
 def _section(key: str, narrative: str, entries: list[str]) -> dict:
@@ -124,7 +102,7 @@ async def _question_texts(uow: UnitOfWork, intake: dict) -> dict[str, str]:
     url, _, version = canonical.partition("|")
     params = [("url", url)] + ([("version", version)] if version else [])
     try:
-        found = await _search(uow, "Questionnaire", params)
+        found = await search_resources(uow, "Questionnaire", params)
     except Exception:  # an unusable canonical: the answers keep their own texts
         return {}
     texts: dict[str, str] = {}
@@ -205,10 +183,10 @@ def _medications(requests: list[dict]) -> dict:
 
 
 def _follow_up(messages: list[dict], task: dict | None) -> dict:
-    patient, clinician = _ref((task or {}).get("for")), _ref((task or {}).get("owner"))
+    patient, clinician = reference_of((task or {}).get("for")), reference_of((task or {}).get("owner"))
     rows = []
     for m in messages:
-        sender = _ref(m.get("sender"))
+        sender = reference_of(m.get("sender"))
         who = "Patient" if sender == patient else "Clinician" if sender == clinician else "Care team"
         texts = [p["contentString"] for p in m.get("payload") or [] if isinstance(p, dict) and p.get("contentString")]
         if not texts:
@@ -229,31 +207,31 @@ def _by_date(resources: list[dict], *fields: str) -> list[dict]:
 
 async def current_composition(uow: UnitOfWork, encounter_ref: str) -> dict | None:
     """The encounter's consultation document now: the final consult note no other one replaces."""
-    found = [c for c in await _search(uow, "Composition", [("encounter", encounter_ref), ("status", "final")])
+    found = [c for c in await search_resources(uow, "Composition", [("encounter", encounter_ref), ("status", "final")])
              if any(g.get("code") == CONSULT_NOTE["code"] for g in (c.get("type") or {}).get("coding") or [])]
-    replaced = {_ref(r.get("targetReference")) for c in found for r in c.get("relatesTo") or [] if r.get("code") == "replaces"}
+    replaced = {reference_of(r.get("targetReference")) for c in found for r in c.get("relatesTo") or [] if r.get("code") == "replaces"}
     current = [c for c in found if f"Composition/{c['id']}" not in replaced]
     return _by_date(current, "date")[-1] if current else None
 
 
 async def _visit(uow: UnitOfWork, encounter_ref: str) -> dict:
     """What the document is made of: the visit's resources read through `uow`, and its sections."""
-    encounter = await _read(uow, encounter_ref)
+    encounter = await read_resource(uow, encounter_ref)
     if encounter is None:
         raise ValueError("compose_consultation: the Encounter is not stored")
     encounter_id = encounter_ref.split("/", 1)[1]
-    task = await _read(uow, f"Task/{review_task_id(encounter_id)}")
-    subject = _ref(encounter.get("subject")) or _ref((task or {}).get("for"))
+    task = await read_resource(uow, f"Task/{review_task_id(encounter_id)}")
+    subject = reference_of(encounter.get("subject")) or reference_of((task or {}).get("for"))
     on_visit = [("encounter", encounter_ref)]
-    intakes = [q for q in await _search(uow, "QuestionnaireResponse", on_visit) if q.get("status") in ("completed", "amended")]
-    media = _by_date(await _search(uow, "Media", on_visit), "createdDateTime")
-    conditions = _by_date(await _search(uow, "Condition", on_visit), "recordedDate")
-    careplans = _by_date(await _search(uow, "CarePlan", on_visit), "created")
-    prescriptions = _by_date(await _search(uow, "MedicationRequest", on_visit), "authoredOn")
-    messages = _by_date(await _search(uow, "Communication", on_visit), "sent")
-    author = _ref((task or {}).get("owner")) or next(
-        (r for r in (_ref(c.get("recorder")) for c in conditions) if r), None) or next(
-        (r for r in (_ref(p.get("individual")) for p in encounter.get("participant") or []) if r), None)
+    intakes = [q for q in await search_resources(uow, "QuestionnaireResponse", on_visit) if q.get("status") in ("completed", "amended")]
+    media = _by_date(await search_resources(uow, "Media", on_visit), "createdDateTime")
+    conditions = _by_date(await search_resources(uow, "Condition", on_visit), "recordedDate")
+    careplans = _by_date(await search_resources(uow, "CarePlan", on_visit), "created")
+    prescriptions = _by_date(await search_resources(uow, "MedicationRequest", on_visit), "authoredOn")
+    messages = _by_date(await search_resources(uow, "Communication", on_visit), "sent")
+    author = reference_of((task or {}).get("owner")) or next(
+        (r for r in (reference_of(c.get("recorder")) for c in conditions) if r), None) or next(
+        (r for r in (reference_of(p.get("individual")) for p in encounter.get("participant") or []) if r), None)
     if author is None:
         raise ValueError("compose_consultation: the visit has no clinician to author its note")
     sections = [_reason(encounter, intakes), await _intake(uow, intakes), _photos(media), _assessment(conditions),
@@ -266,9 +244,9 @@ async def compose_consultation(uow: UnitOfWork, encounter_ref: str, *, replaces:
     DocumentReference to both; with `replaces` ("Composition/id"), as the next version of that one."""
     visit = await _visit(uow, encounter_ref)
     encounter, subject, author, sections = visit["encounter"], visit["subject"], visit["author"], visit["sections"]
-    clinician = await _read(uow, author)
+    clinician = await read_resource(uow, author)
 
-    now = _now()
+    now = now_instant()
     title = "Consultation summary: asynchronous telehealth visit"
     composition_id, binary_id, docref_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     signer = _person_name(clinician)
@@ -349,7 +327,7 @@ def _person_name(person: dict | None) -> str | None:
 async def _current_document_reference(uow: UnitOfWork, encounter_ref: str, composition_ref: str) -> dict | None:
     """The current DocumentReference whose document is `composition_ref`."""
     url = f"{composition_ref}/$document"
-    for docref in await _search(uow, "DocumentReference", [("encounter", encounter_ref), ("status", "current")]):
+    for docref in await search_resources(uow, "DocumentReference", [("encounter", encounter_ref), ("status", "current")]):
         if any(((c or {}).get("attachment") or {}).get("url") == url for c in docref.get("content") or []):
             return docref
     return None
@@ -375,11 +353,11 @@ class DocumentCorrections:
         new = orjson.loads(stored.body) if stored.body is not None else None
         if old is not None and new is not None and _clinical(old) == _clinical(new):
             return
-        encounter_refs = {r for r in (_ref((x or {}).get("encounter")) for x in (old, new)) if r}
+        encounter_refs = {r for r in (reference_of((x or {}).get("encounter")) for x in (old, new)) if r}
         for encounter_ref in sorted(encounter_refs):
             if not encounter_ref.startswith("Encounter/") or encounter_ref.count("/") != 1:
                 continue
-            task = await _read(uow, f"Task/{review_task_id(encounter_ref.split('/', 1)[1])}")
+            task = await read_resource(uow, f"Task/{review_task_id(encounter_ref.split('/', 1)[1])}")
             if task is None or task_state(task)[0] != "completed":
                 continue
             current = await current_composition(uow, encounter_ref)

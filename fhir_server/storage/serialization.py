@@ -16,6 +16,11 @@ def format_instant(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def now_instant() -> str:
+    """Now, as a FHIR instant (what the server stamps into Task.lastModified, Communication.sent ...)."""
+    return format_instant(utc_now_ms())
+
+
 def to_epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000 + 0.5) if moment.tzinfo else int(
         moment.replace(tzinfo=timezone.utc).timestamp() * 1000 + 0.5

@@ -20,6 +20,7 @@ import orjson
 from smart_auth.principal import acting
 
 from ..errors import Forbidden, OutcomeIssue, UnprocessableEntity
+from ..interactions.resource_reads import read_resource, relative_reference_of
 from ..search.parse import parse_search
 from ..storage import StoredVersion, UnitOfWork
 from .lifecycle import review_task_id
@@ -29,19 +30,6 @@ __all__ = ["PrescribingHook", "ASYNC_PRESCRIPTION"]
 
 ASYNC_PRESCRIPTION = "http://fhir-async-telehealth.example/StructureDefinition/async-prescription"
 _VR = ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "VR")
-
-
-def _ref(value: object) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) and ref.count("/") == 1 else None
-
-
-async def _read(uow: UnitOfWork, reference: str | None) -> dict | None:
-    if reference is None:
-        return None
-    resource_type, id = reference.split("/")
-    found = await uow.read(resource_type, id)
-    return orjson.loads(found.body) if found is not None and found.body is not None else None
 
 
 class PrescribingHook:
@@ -57,12 +45,12 @@ class PrescribingHook:
             return  # not a write that makes it active
         principal = acting.get()
         user = principal.fhir_user if principal is not None and not principal.unrestricted else None
-        encounter = await _read(uow, _ref(request.get("encounter")))
+        encounter = await read_resource(uow, relative_reference_of(request.get("encounter")))
         visit_class = (encounter or {}).get("class") or {}
         claims = ASYNC_PRESCRIPTION in ((request.get("meta") or {}).get("profile") or [])
         if not ((visit_class.get("system"), visit_class.get("code")) == _VR or claims or user):
             return
-        if user is not None and user != _ref(request.get("requester")):
+        if user is not None and user != relative_reference_of(request.get("requester")):
             raise Forbidden("A prescription is written by its prescriber: requester must be the signed-in clinician")
         ctx = await self._context(uow, request, encounter)
         refusals = self.rules.check(ctx)
@@ -75,16 +63,16 @@ class PrescribingHook:
     async def _context(self, uow: UnitOfWork, request: dict, encounter: dict | None) -> PrescribingContext:
         location = task = None
         intakes: list[dict] = []
-        encounter_ref = _ref(request.get("encounter"))
+        encounter_ref = relative_reference_of(request.get("encounter"))
         if encounter is not None and encounter_ref:
             for entry in encounter.get("location") or []:
-                location = await _read(uow, _ref((entry or {}).get("location")))
+                location = await read_resource(uow, relative_reference_of((entry or {}).get("location")))
                 if location is not None:
                     break
-            task = await _read(uow, f"Task/{review_task_id(encounter_ref.split('/', 1)[1])}")
+            task = await read_resource(uow, f"Task/{review_task_id(encounter_ref.split('/', 1)[1])}")
             page = await uow.search(parse_search(["QuestionnaireResponse"], [("encounter", encounter_ref), ("_count", "50")]))
             intakes = [orjson.loads(v.body) for v in page.matches]
-        medication = await _read(uow, _ref(request.get("medicationReference")))
+        medication = await read_resource(uow, relative_reference_of(request.get("medicationReference")))
         questionnaires: dict[str, dict] = {}
         for intake in intakes:  # stored Questionnaires (the shipped intakes the rules know already)
             canonical = intake.get("questionnaire")
@@ -96,6 +84,6 @@ class PrescribingHook:
                     questionnaires[canonical] = orjson.loads(page.matches[0].body)
         return PrescribingContext(
             medication_request=request, encounter=encounter, location=location,
-            practitioner=await _read(uow, _ref(request.get("requester"))), task=task,
+            practitioner=await read_resource(uow, relative_reference_of(request.get("requester"))), task=task,
             intake_responses=intakes, questionnaires=questionnaires, medication=medication,
         )

@@ -31,18 +31,20 @@ import orjson
 from smart_auth.access import UPDATE
 from smart_auth.principal import Principal
 
-from ..errors import Conflict, NotFound, OutcomeIssue, UnprocessableEntity
+from ..errors import Conflict, NotFound, business_rule
 from ..interactions.guard import check_write
 from ..interactions.profile_check import find_questionnaire
-from ..search.parse import parse_search
+from ..interactions.resource_reads import search_resources
 from ..storage import ResourceExists, StoredVersion, UnitOfWork
 from ..storage.serialization import format_instant
 from ..validation.issues import has_errors
 from ..validation.questionnaire import validate_response
 from ..validation.service import Validation
-from .lifecycle import CHARGE_CODE, DECLINE_REASON, INTAKE_CONCEPT, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
+from .licensure import USPS
+from .lifecycle import CHARGE_CODE, DECLINE_REASON, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
 from .metrics import VisitMetrics
-from .transitions import lifecycle_write
+from .prescribing.intake import answers, coded_link_ids
+from .transitions import lifecycle_write, patient_state
 
 __all__ = ["VisitFee", "submit_visit"]
 
@@ -66,59 +68,21 @@ class VisitFee:
         return cls(value, currency.strip().upper())
 
 
-def _refuse(rule: str, message: str, expression: str = "Encounter") -> UnprocessableEntity:
-    return UnprocessableEntity(message, issues=[OutcomeIssue("error", "business-rule", message, expression, rule)])
-
-
-async def _search(uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]) -> list[dict]:
-    page = await uow.search(parse_search([resource_type], [*params, ("_count", "100")]))
-    return [orjson.loads(v.body) for v in page.matches]
-
-
-def _items(items: list) -> list[dict]:
-    out = []
-    for item in items or []:
-        if isinstance(item, dict):
-            out.append(item)
-            out.extend(_items(item.get("item")))
-            for answer in item.get("answer") or []:
-                if isinstance(answer, dict):
-                    out.extend(_items(answer.get("item")))
-    return out
-
-
 def red_flags(response: dict, questionnaire: dict) -> list[str]:
     """linkIds of red-flag questions (item code intake-concept#red-flag) answered true."""
-    flagged = {i["linkId"] for i in _items(questionnaire.get("item"))
-               if (INTAKE_CONCEPT, "red-flag") in [(c.get("system"), c.get("code")) for c in i.get("code") or []]}
-    return [i["linkId"] for i in _items(response.get("item"))
-            if i.get("linkId") in flagged and any(a.get("valueBoolean") is True for a in i.get("answer") or [])]
+    return [link_id for link_id in sorted(coded_link_ids(questionnaire, "red-flag"))
+            if any(a.get("valueBoolean") is True for a in answers(response, link_id))]
 
 
 def intake_state(response: dict, questionnaire: dict | None) -> str | None:
     """The USPS code answered to the intake's patient-state question (item code intake-concept#patient-state)."""
     if questionnaire is None:
         return None
-    marked = {i["linkId"] for i in _items(questionnaire.get("item"))
-              if (INTAKE_CONCEPT, "patient-state") in [(c.get("system"), c.get("code")) for c in i.get("code") or []]}
-    for item in _items(response.get("item")):
-        if item.get("linkId") in marked:
-            for answer in item.get("answer") or []:
-                coding = answer.get("valueCoding") if isinstance(answer, dict) else None
-                if isinstance(coding, dict) and coding.get("system") == "https://www.usps.com/" and coding.get("code"):
-                    return coding["code"]
-    return None
-
-
-async def _patient_state(uow: UnitOfWork, encounter: dict) -> str | None:
-    for entry in encounter.get("location") or []:
-        ref = ((entry or {}).get("location") or {}).get("reference") or ""
-        if ref.startswith("Location/"):
-            found = await uow.read("Location", ref.split("/", 1)[1])
-            if found is not None and found.body is not None:
-                state = (orjson.loads(found.body).get("address") or {}).get("state")
-                if isinstance(state, str) and state:
-                    return state
+    for link_id in sorted(coded_link_ids(questionnaire, "patient-state")):
+        for answer in answers(response, link_id):
+            coding = answer.get("valueCoding")
+            if isinstance(coding, dict) and coding.get("system") == USPS and coding.get("code"):
+                return coding["code"]
     return None
 
 
@@ -134,7 +98,7 @@ async def submit_visit(
     encounter = orjson.loads(current.body)
     visit_class = encounter.get("class") or {}
     if (visit_class.get("system"), visit_class.get("code")) != _VR:
-        raise _refuse("submit-not-async-visit", "Only an asynchronous visit (Encounter.class VR) can be submitted",
+        raise business_rule("submit-not-async-visit", "Only an asynchronous visit (Encounter.class VR) can be submitted",
                       "Encounter.class")
     task_id = review_task_id(encounter_id)
     existing = await uow.read("Task", task_id)
@@ -144,29 +108,30 @@ async def submit_visit(
         raise Conflict(f"The visit cannot be submitted from status '{encounter.get('status')}': it must be planned")
 
     reference = f"Encounter/{encounter_id}"
-    intakes = [r for r in await _search(uow, "QuestionnaireResponse", [("encounter", reference)])
+    intakes = [r for r in await search_resources(uow, "QuestionnaireResponse", [("encounter", reference)])
                if r.get("status") in ("completed", "amended")]
     if not intakes:
-        raise _refuse("submit-intake-missing", "The visit has no completed intake (a QuestionnaireResponse with "
-                      "this encounter and status completed)")
+        raise business_rule("submit-intake-missing", "The visit has no completed intake (a QuestionnaireResponse with "
+                      "this encounter and status completed)", "Encounter")
     flags: list[str] = []
     answered: list[tuple[dict, dict]] = []  # (intake, its Questionnaire)
     for intake in intakes:
         questionnaire = await find_questionnaire(uow, validation, intake.get("questionnaire") or "")
         if questionnaire is None:
-            raise _refuse("submit-intake-invalid", "The intake's Questionnaire is not known to this server")
+            raise business_rule("submit-intake-invalid", "The intake's Questionnaire is not known to this server",
+                                "Encounter")
         if has_errors(validate_response(intake, questionnaire, validation.terminology)):
-            raise _refuse("submit-intake-invalid", f"The intake QuestionnaireResponse/{intake['id']} is not valid "
-                          "against its Questionnaire (see $validate)")
+            raise business_rule("submit-intake-invalid", f"The intake QuestionnaireResponse/{intake['id']} is not valid "
+                          "against its Questionnaire (see $validate)", "Encounter")
         flags += red_flags(intake, questionnaire)
         answered.append((intake, questionnaire))
     new_location: dict | None = None
-    if not await _patient_state(uow, encounter):
+    if not await patient_state(uow, encounter):
         # A patient app (patient/ scopes) cannot write a Location, which is not patient data; the
         # intake's patient-state answer then says where the patient is, and the server records it.
         state = next(filter(None, (intake_state(i, q) for i, q in answered)), None)
         if state is None:
-            raise _refuse("submit-state-unknown", "Where the patient is during the visit is unknown: the Encounter "
+            raise business_rule("submit-state-unknown", "Where the patient is during the visit is unknown: the Encounter "
                           "needs a location whose address.state is given, or the intake its patient-state answer",
                           "Encounter.location")
         new_location = {"resourceType": "Location", "id": f"where-{review_task_id(encounter_id)}",
@@ -179,7 +144,7 @@ async def submit_visit(
     when = format_instant(now or datetime.now(timezone.utc))
     patient = encounter.get("subject") or {}
     step = STEPS["triage-decline" if flags else "submit"]
-    media = await _search(uow, "Media", [("encounter", reference)])
+    media = await search_resources(uow, "Media", [("encounter", reference)])
     task: dict = {
         "resourceType": "Task", "id": task_id, "meta": {"profile": [_TASK_PROFILE]},
         "status": step.task_to[0],

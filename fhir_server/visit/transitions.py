@@ -38,14 +38,14 @@ import orjson
 
 from smart_auth.principal import acting
 
-from ..errors import Conflict, Forbidden, OutcomeIssue, UnprocessableEntity
+from ..errors import Forbidden, business_rule, conflict
 from ..exchange.document import compose_consultation
-from ..search.parse import parse_search
+from ..interactions.resource_reads import read_resource, read_stored, reference_of, search_resources
 from ..storage import ResourceReader, StoredVersion, UnitOfWork
-from ..storage.serialization import format_instant
+from ..storage.serialization import now_instant
 from .licensure import is_licensed
-from .metrics import VisitMetrics
 from .lifecycle import CHARGE_CODE, REVIEW_STATUS, STEPS, TASK_CODE, review_task_id
+from .metrics import VisitMetrics
 
 __all__ = ["VisitTransitions", "lifecycle_write", "is_review_task", "task_state", "patient_state"]
 
@@ -75,47 +75,15 @@ def task_state(task: dict) -> tuple[str | None, str | None]:
     return task.get("status"), business
 
 
-def _refuse(rule: str, message: str, expression: str = "Task") -> UnprocessableEntity:
-    return UnprocessableEntity(message, issues=[OutcomeIssue("error", "business-rule", message, expression, rule)])
-
-
-def _conflict(rule: str, message: str, expression: str = "Task") -> Conflict:
-    return Conflict(message, issues=[OutcomeIssue("error", "conflict", message, expression, rule)])
-
-
-def _ref(value: object) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
-
-
-async def _read(uow: UnitOfWork, reference: str | None) -> tuple[StoredVersion, dict] | None:
-    if not reference or reference.count("/") != 1:
-        return None
-    resource_type, id = reference.split("/")
-    found = await uow.read(resource_type, id)
-    if found is None or found.body is None:
-        return None
-    return found, orjson.loads(found.body)
-
-
-async def _search(uow: UnitOfWork, resource_type: str, params: list[tuple[str, str]]) -> list[dict]:
-    page = await uow.search(parse_search([resource_type], [*params, ("_count", "100")]))
-    return [orjson.loads(v.body) for v in page.matches]
-
-
-async def patient_state(uow: UnitOfWork, encounter: dict) -> str | None:
+async def patient_state(reader: ResourceReader, encounter: dict) -> str | None:
     """The state the patient is in during the visit: the Encounter Location's address.state."""
     for entry in encounter.get("location") or []:
-        found = await _read(uow, _ref((entry or {}).get("location")))
-        if found is not None:
-            state = (found[1].get("address") or {}).get("state")
+        location = await read_resource(reader, reference_of((entry or {}).get("location")))
+        if location is not None:
+            state = (location.get("address") or {}).get("state")
             if isinstance(state, str) and state:
                 return state
     return None
-
-
-def _now() -> str:
-    return format_instant(datetime.now(timezone.utc))
 
 
 def _step_between(before: tuple, after: tuple):
@@ -143,7 +111,7 @@ class VisitTransitions:
         before, after = task_state(orjson.loads(found.body)), task_state(task)
         if before == after:
             return task
-        now = _now()
+        now = now_instant()
         period = dict(task.get("executionPeriod") or {})
         if after[0] == "in-progress":
             period.setdefault("start", now)
@@ -155,74 +123,78 @@ class VisitTransitions:
         old = orjson.loads(previous.body) if previous is not None and previous.body is not None else None
         if stored.body is None:  # a deletion
             if old is not None and is_review_task(old):
-                raise _conflict("visit-task-delete", "A visit's review Task is never deleted; decline the visit instead")
+                raise conflict("visit-task-delete", "A visit's review Task is never deleted; decline the visit instead",
+                               "Task")
             return
         new = orjson.loads(stored.body)
         if not (is_review_task(new) or (old is not None and is_review_task(old))) or _lifecycle.get():
             return
         if old is None:
-            raise _refuse("visit-task-create", "A review Task is created by Encounter/$submit, not written directly")
+            raise business_rule("visit-task-create", "A review Task is created by Encounter/$submit, not written directly",
+                                "Task")
         for field in ("focus", "for", "code"):
             if old.get(field) != new.get(field):
-                raise _conflict("visit-task-fixed", f"The review Task's {field} cannot change", f"Task.{field}")
+                raise conflict("visit-task-fixed", f"The review Task's {field} cannot change", f"Task.{field}")
         before, after = task_state(old), task_state(new)
         if before == after:
-            if before[0] == "in-progress" and _ref(old.get("owner")) != _ref(new.get("owner")):
-                raise _conflict("visit-claimed", "This visit is already being reviewed by another clinician", "Task.owner")
+            if before[0] == "in-progress" and reference_of(old.get("owner")) != reference_of(new.get("owner")):
+                raise conflict("visit-claimed", "This visit is already being reviewed by another clinician", "Task.owner")
             return
         step = _step_between(before, after)
         if step is None:
-            raise _conflict("visit-transition", f"A review Task cannot go from {before[0]}/{before[1]} to "
+            raise conflict("visit-transition", f"A review Task cannot go from {before[0]}/{before[1]} to "
                             f"{after[0]}/{after[1]}", "Task.status")
-        found = await _read(uow, _ref(new.get("focus")))
-        if found is None:
-            raise _refuse("visit-encounter-missing", "The visit's Encounter is not known", "Task.focus")
-        encounter_version, encounter = found
+        encounter_version = await read_stored(uow, reference_of(new.get("focus")))
+        if encounter_version is None:
+            raise business_rule("visit-encounter-missing", "The visit's Encounter is not known", "Task.focus")
+        encounter = orjson.loads(encounter_version.body)
         if step.name == "claim":
             await self._check_claim(uow, old, new, encounter)
-            participants = [p for p in encounter.get("participant") or [] if _ref((p or {}).get("individual")) != _ref(new["owner"])]
+            participants = [p for p in encounter.get("participant") or [] if reference_of((p or {}).get("individual")) != reference_of(new["owner"])]
             participants.append({"type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                                                        "code": "PPRF", "display": "primary performer"}]}],
-                                 "individual": {"reference": _ref(new["owner"])}})
+                                 "individual": {"reference": reference_of(new["owner"])}})
             encounter = {**encounter, "participant": participants}
         elif step.name in ("decline", "refer"):
             if not new.get("statusReason"):
-                raise _refuse("visit-decline-reason", "Declining a visit needs a statusReason the patient will be told",
+                raise business_rule("visit-decline-reason", "Declining a visit needs a statusReason the patient will be told",
                               "Task.statusReason")
-            await self._cancel_fee(uow, _ref(new["focus"]))
+            await self._cancel_fee(uow, reference_of(new["focus"]))
             await self._tell_patient(uow, new, encounter)
         elif step.name == "complete":
-            reference = _ref(new["focus"]) or ""
-            if not await _search(uow, "Condition", [("encounter", reference)]):
-                raise _refuse("visit-complete-diagnosis", "Completing a visit needs a diagnosis (a Condition with this encounter)")
-            if not await _search(uow, "CarePlan", [("encounter", reference)]):
-                raise _refuse("visit-complete-careplan", "Completing a visit needs a care plan (a CarePlan with this encounter)")
+            reference = reference_of(new["focus"]) or ""
+            if not await search_resources(uow, "Condition", [("encounter", reference)]):
+                raise business_rule("visit-complete-diagnosis",
+                                    "Completing a visit needs a diagnosis (a Condition with this encounter)", "Task")
+            if not await search_resources(uow, "CarePlan", [("encounter", reference)]):
+                raise business_rule("visit-complete-careplan",
+                                    "Completing a visit needs a care plan (a CarePlan with this encounter)", "Task")
         if self.metrics is not None:
             self.metrics.step(step.name, new)
         if step.encounter_to is not None:
             encounter = {**encounter, "status": step.encounter_to}
             if step.encounter_to in ("finished", "cancelled"):
-                encounter["period"] = {**(encounter.get("period") or {}), "end": _now()}
+                encounter["period"] = {**(encounter.get("period") or {}), "end": now_instant()}
             await uow.write("Encounter", encounter_version.id, encounter, method="PUT",
                             expected_version=encounter_version.version)
         if step.name == "complete":  # the consultation document, in the same unit of work (exchange/document.py)
-            await compose_consultation(uow, _ref(new["focus"]) or "")
+            await compose_consultation(uow, reference_of(new["focus"]) or "")
 
     async def _check_claim(self, uow: UnitOfWork, old: dict, new: dict, encounter: dict) -> None:
-        owner = _ref(new.get("owner"))
+        owner = reference_of(new.get("owner"))
         if not owner or not owner.startswith("Practitioner/"):
-            raise _refuse("visit-claim-owner", "Claiming a visit sets owner to the reviewing Practitioner", "Task.owner")
+            raise business_rule("visit-claim-owner", "Claiming a visit sets owner to the reviewing Practitioner", "Task.owner")
         principal = acting.get()
         if principal is not None and not principal.unrestricted and principal.fhir_user and principal.fhir_user != owner:
             raise Forbidden("A clinician claims a visit for themselves: owner must be the signed-in user")
-        practitioner = await _read(uow, owner)
+        practitioner = await read_resource(uow, owner)
         state = await patient_state(uow, encounter)
-        if practitioner is None or state is None or not is_licensed(practitioner[1], state, datetime.now(timezone.utc)):
-            raise _refuse("visit-claim-licence", "The clinician holds no active licence in the state the patient is in",
+        if practitioner is None or state is None or not is_licensed(practitioner, state, datetime.now(timezone.utc)):
+            raise business_rule("visit-claim-licence", "The clinician holds no active licence in the state the patient is in",
                           "Task.owner")
 
     async def _cancel_fee(self, uow: UnitOfWork, encounter_ref: str | None) -> None:
-        for charge in await _search(uow, "ChargeItem", [("context", encounter_ref or "")]):
+        for charge in await search_resources(uow, "ChargeItem", [("context", encounter_ref or "")]):
             codes = [(c.get("system"), c.get("code")) for c in (charge.get("code") or {}).get("coding") or []]
             if (CHARGE_CODE["system"], CHARGE_CODE["code"]) in codes and charge.get("status") != "cancelled":
                 await uow.write("ChargeItem", charge["id"], {**charge, "status": "cancelled"}, method="PUT")
@@ -237,7 +209,7 @@ class VisitTransitions:
         await uow.write("Communication", f"decline-{task['id']}"[:64], {
             "resourceType": "Communication", "status": "completed", "subject": task.get("for"),
             "encounter": task.get("focus"), "recipient": [task.get("for")], "sender": task.get("owner"),
-            "sent": _now(), "about": [{"reference": f"Task/{task['id']}"}], "payload": [{"contentString": message}],
+            "sent": now_instant(), "about": [{"reference": f"Task/{task['id']}"}], "payload": [{"contentString": message}],
         }, method="PUT")
 
     async def on_encounter(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
@@ -250,14 +222,14 @@ class VisitTransitions:
             return
         task = await uow.read("Task", review_task_id(stored.id))
         if task is not None and task.body is not None:
-            raise _conflict("visit-encounter-status", "A submitted visit's Encounter follows its review Task: "
+            raise conflict("visit-encounter-status", "A submitted visit's Encounter follows its review Task: "
                             "claim, decline or complete the Task instead", "Encounter.status")
 
     async def on_communication(self, uow: UnitOfWork, previous: StoredVersion | None, stored: StoredVersion) -> None:
         if previous is not None or stored.body is None or _lifecycle.get():  # (the server's own notices)
             return
         message = orjson.loads(stored.body)
-        encounter_ref = _ref(message.get("encounter"))
+        encounter_ref = reference_of(message.get("encounter"))
         if not encounter_ref or not encounter_ref.startswith("Encounter/"):
             return
         found = await uow.read("Task", review_task_id(encounter_ref.split("/", 1)[1]))
@@ -265,21 +237,21 @@ class VisitTransitions:
             return
         task = orjson.loads(found.body)
         status, business = task_state(task)
-        sender = _ref(message.get("sender"))
-        parties = {_ref(task.get("for")), _ref(task.get("owner"))} - {None}
-        if sender not in parties or any(_ref(r) not in parties for r in message.get("recipient") or []):
+        sender = reference_of(message.get("sender"))
+        parties = {reference_of(task.get("for")), reference_of(task.get("owner"))} - {None}
+        if sender not in parties or any(reference_of(r) not in parties for r in message.get("recipient") or []):
             raise Forbidden("A visit's messages are between its patient and its reviewing clinician")
         if status != "in-progress":
             return
-        if sender == _ref(task.get("owner")) and business == "in-review":
+        if sender == reference_of(task.get("owner")) and business == "in-review":
             step = STEPS["ask"]
-        elif sender == _ref(task.get("for")) and business == "awaiting-patient":
+        elif sender == reference_of(task.get("for")) and business == "awaiting-patient":
             step = STEPS["answer"]
         else:
             return
         after = step.task_to
         if self.metrics is not None:
             self.metrics.step(step.name, task)
-        updated = {**task, "status": after[0], "lastModified": _now(),
+        updated = {**task, "status": after[0], "lastModified": now_instant(),
                    "businessStatus": {"coding": [{"system": REVIEW_STATUS, "code": after[1]}]}}
         await uow.write("Task", found.id, updated, method="PUT", expected_version=found.version)

@@ -23,6 +23,7 @@ import orjson
 
 from smart_auth.access import allowed
 
+from ...interactions.resource_reads import relative_reference_of, search_resources
 from ...search.parse import parse_search
 from ...storage import StoredVersion, UnitOfWork
 from ...storage.serialization import format_instant
@@ -37,14 +38,8 @@ def _body(version: StoredVersion | None) -> dict | None:
     return orjson.loads(version.body) if version is not None and version.body is not None else None
 
 
-def _ref(value: object) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) and ref.count("/") == 1 else None
-
-
 async def subscriptions(uow: UnitOfWork, params: list[tuple[str, str]]) -> list[dict]:
-    page = await uow.search(parse_search(["Subscription"], [*params, ("_count", "1000")]))
-    return [orjson.loads(v.body) for v in page.matches if v.body is not None]
+    return await search_resources(uow, "Subscription", params, count=1000)
 
 
 async def matches(uow: UnitOfWork, resource_type: str, id: str, filters: list[tuple[str, str]]) -> bool:
@@ -110,8 +105,8 @@ class SubscriptionEvents:
         before, after = (task_state(old) if old else (None, None)), task_state(new)
         if before == after:
             return
-        patient = _ref(new.get("for"))
-        encounter_ref = _ref(new.get("focus"))
+        patient = relative_reference_of(new.get("for"))
+        encounter_ref = relative_reference_of(new.get("focus"))
         if after == ("requested", "submitted"):
             await self.fire(uow, VISIT_SUBMITTED, new, [r for r in (encounter_ref, patient) if r])
         step = next((s for s in STEPS.values() if s.task_to == after and (not s.task_from or before in s.task_from)), None)
@@ -129,7 +124,7 @@ class SubscriptionEvents:
         new, old = _body(stored), _body(previous)
         if new is None or new.get("status") != "finished" or (old is not None and old.get("status") == "finished"):
             return
-        patient = _ref(new.get("subject"))
+        patient = relative_reference_of(new.get("subject"))
         await self.fire(uow, CONSULTATION_COMPLETED, new, [patient] if patient else [])
 
     async def on_medication_request(self, uow: UnitOfWork, previous: StoredVersion | None,
@@ -137,5 +132,5 @@ class SubscriptionEvents:
         new, old = _body(stored), _body(previous)
         if new is None or (old is not None and old.get("status") == new.get("status")):
             return
-        patient = _ref(new.get("subject"))
+        patient = relative_reference_of(new.get("subject"))
         await self.fire(uow, PRESCRIPTION_STATUS_CHANGED, new, [patient] if patient else [])
