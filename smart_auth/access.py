@@ -223,6 +223,19 @@ def _no_user_policy(principal: Principal, resource_type: str, permission: str) -
 
 _user_policy: UserPolicy = _no_user_policy
 
+# The audit trail (fhir_server/audit) is readable with system/ scopes, with user/ scopes only by
+# the users named security officers (FHIR_SECURITY_OFFICERS), and with patient/ scopes only as the
+# patient's accounting of disclosures (45 CFR 164.528): the patient's own disclosure events.
+AUDIT_EVENT = "AuditEvent"
+DISCLOSURE = "http://dicom.nema.org/resources/ontology/DCM|110106"
+_security_officers: frozenset[str] = frozenset()
+
+
+def set_security_officers(usernames: Iterable[str]) -> None:
+    global _security_officers
+    _security_officers = frozenset(usernames)
+    _decide.cache_clear()
+
 
 def set_user_policy(policy: UserPolicy | None) -> None:
     global _user_policy
@@ -279,6 +292,12 @@ def _decide(principal: Principal, resource_type: str, permission: str) -> Rule |
         except UnenforceableScope as err:
             refusals.append(f"the restriction of scope '{scope.text}' cannot be enforced: {err}")
             continue
+        if resource_type == AUDIT_EVENT:
+            if scope.context == "patient":
+                restriction = _and(restriction, restriction_filter(AUDIT_EVENT, (("type", DISCLOSURE),)))
+            elif scope.context == "user" and principal.subject not in _security_officers:
+                refusals.append("the audit trail is readable by security officers only")
+                continue
         if scope.context == "patient":
             if resource_type in NOT_PATIENT_ACCESSIBLE:
                 refusals.append(f"{resource_type} is not accessible through patient/ scopes")

@@ -17,6 +17,8 @@ from .discovery import SMART_STYLE, openid_configuration, smart_configuration
 from .introspection import introspection_payload
 from .pages.layout import esc, page
 from .principal import InvalidToken
+from .security_events import REVOCATION, TOKEN, report
+from .tokens import unverified_claims
 from .token_lookup import find_token
 from .web import (CORS_ANY, NO_STORE, auth_service, fhir_base, form_pairs, html_page, in_thread, oauth_response,
                   smart_request)
@@ -46,7 +48,24 @@ async def token(request: Request) -> Response:
     oauth_request = smart_request(request, await form_pairs(request))
     status, body, headers = await in_thread(request.app.state.authorization_server.create_token_response,
                                              oauth_request)
+    _report_token(request, oauth_request, status, body)
     return oauth_response(status, body, headers, cors=True)
+
+
+def _report_token(request: Request, oauth_request, status: int, body: dict) -> None:
+    """Token issued (with the claims it carries) or refused (with the OAuth error code)."""
+    grant_type = oauth_request.form.get("grant_type")
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
+        claims = unverified_claims(body["access_token"])  # ours, just signed: read, not checked again
+        subject = claims.get("sub")
+        report(request, TOKEN, True, client_id=claims.get("client_id"), grant_id=claims.get("grant"),
+               username=subject if subject != claims.get("client_id") else None,
+               fhir_user=claims.get("fhirUser"), detail=grant_type)
+    else:
+        client = getattr(oauth_request, "client", None)
+        error = body.get("error") if isinstance(body, dict) else None
+        report(request, TOKEN, False, client_id=getattr(client, "client_id", None) or oauth_request.form.get("client_id"),
+               detail=f"{grant_type}: {error}" if error else grant_type)
 
 
 async def introspect(request: Request) -> Response:
@@ -82,6 +101,8 @@ async def revoke(request: Request) -> Response:
     result = await in_thread(request.app.state.authorization_server.create_endpoint_response, "revocation",
                              oauth_request)
     status, body, headers = result
+    client = getattr(oauth_request, "client", None)
+    report(request, REVOCATION, status == 200, client_id=getattr(client, "client_id", None))
     return oauth_response(status, body or {}, headers, cors=True)
 
 
@@ -99,6 +120,8 @@ async def manage(request: Request) -> Response:
         if grant is not None and grant.username == user.username:
             await in_thread(records.revoke_grant, grant.id)
             auth_service(request).revoked.add(grant.id)
+            report(request, REVOCATION, True, client_id=grant.client_id, grant_id=grant.id,
+                   username=user.username, fhir_user=user.fhir_user, detail="revoked by the user")
         return RedirectResponse(browser.auth_url(request, "manage"), status_code=303, headers=NO_STORE)
     grants = [g for g in await in_thread(records.grants) if g.username == user.username and g.expires_at
               and g.expires_at > time.time()]

@@ -1,4 +1,4 @@
-"""A request log without patient data: method, route template (not the URL), status, duration.
+"""A request log without patient data: request id, method, route template (not the URL), status, duration.
 
 Uvicorn's own access log prints full URLs, whose ids and query strings can identify patients, so
 the CLI turns it off and this middleware logs instead.
@@ -35,5 +35,6 @@ class AccessLog:
             await self.app(scope, receive, record)
         finally:
             route = scope.get("route")
-            log.info("%s %s %d %.1fms", scope["method"], getattr(route, "path", "-"), status,
-                     (time.perf_counter() - started) * 1000)
+            # the request id (audit/middleware.py) is the one the request's AuditEvent carries
+            log.info("%s %s %s %d %.1fms", scope.get("fhir.request_id", "-"), scope["method"],
+                     getattr(route, "path", "-"), status, (time.perf_counter() - started) * 1000)

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from smart_auth.principal import InvalidToken, Principal, acting
 from smart_auth.tokens import CLOCK_SKEW
 
+from ..audit.context import note_principal
 from ..errors import Unauthorized
 
 SUPERUSER = Principal.anonymous_superuser()
@@ -40,6 +41,7 @@ async def request_principal(request: Request) -> Principal:
     (smart_auth.principal.acting) for the write hooks that must know who acts (claiming a visit)."""
     principal = await _request_principal(request)
     acting.set(principal)
+    note_principal(principal)  # who the request's AuditEvent names
     access = getattr(request.app.state, "visit_access", None)
     if access is not None:
         await access.prepare(principal)  # the clinician's licensed states, re-read at most every minute

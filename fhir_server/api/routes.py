@@ -17,6 +17,7 @@ from starlette.responses import Response
 from smart_auth.access import searchable_types
 from smart_auth.principal import Principal
 
+from ..audit.context import note_interaction, note_returned, note_search
 from ..errors import Forbidden, OutcomeIssue, UnsupportedMediaType, operation_outcome
 from ..exchange import everything
 from ..interactions import bundle as bundles
@@ -74,6 +75,7 @@ async def transaction_or_batch(request: Request) -> Response:
     base = base_url(request)
     kind, entries = bundles.parse_entries(await read_json(request, _body_limit(request)), base)
     run = bundles.run_transaction if kind == "transaction" else bundles.run_batch
+    note_interaction(kind)
     results = await run(_store(request), entries, base, principal)
     body = bundles.response_bundle(kind, results, parse_prefer(request.headers.get("prefer")))
     return fhir_response(body, request, media_type=media)
@@ -214,6 +216,7 @@ async def _everything(request: Request, resource_type: str, id: str) -> Response
         found = await everything.patient_everything(_store(request), principal, id, params)
     else:
         found = await everything.encounter_everything(_store(request), principal, id)
+    note_returned((*found.matches, *found.included))
     base = base_url(request)
     here = f"{base}/{resource_type}/{id}/$everything"
     kept = [(k, v) for k, v in params.items() if k != "_page"]
@@ -356,7 +359,8 @@ async def _search(
     types = [resource_type] if resource_type else []
     if not types and not any(k == "_type" for k, _ in params):
         # a system search without _type covers the types the principal may search
-        types = searchable_types(principal, sorted(all_resource_types()))
+        # ... except the audit trail, searched by name (`_type=AuditEvent` or /AuditEvent)
+        types = searchable_types(principal, sorted(t for t in all_resource_types() if t != "AuditEvent"))
         if not types:
             raise Forbidden("The access token grants no scope to search any resource type")
     query = build_query(types, params, strict=prefer.strict)
@@ -370,6 +374,8 @@ async def _render_search(
     if params is None:
         params = await _search_params(request)
     page = await search(_store(request), query, principal)
+    note_search(request.method, rel_path, params)
+    note_returned((*page.matches, *page.included), total=page.total)
     base = base_url(request)
     kept = [(k, v) for k, v in params if k != CURSOR]
 
@@ -394,6 +400,7 @@ async def _history(
     media = response_media_type(request)
     params = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
     page = await history(_store(request), history_request(params, resource_type=resource_type, id=id), principal)
+    note_returned(v for v in page.versions if v.body is not None)
     base = base_url(request)
     body = history_bundle(page, base, _page_links(base, rel_path, params, page))
     return fhir_response(body, request, media_type=media)

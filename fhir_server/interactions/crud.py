@@ -14,6 +14,7 @@ import orjson
 from smart_auth.access import CREATE, DELETE, READ, UPDATE, decide
 from smart_auth.principal import Principal
 
+from ..audit.context import note_returned
 from ..errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, UnprocessableEntity
 from ..storage import ResourceReader, Store, StoredVersion, UnitOfWork, VersionConflict
 from .guard import check_read, check_write
@@ -36,12 +37,15 @@ def _missing(resource_type: str, id: str, found: StoredVersion | None) -> Stored
 async def read(reader: ResourceReader, resource_type: str, id: str, principal: Principal) -> StoredVersion:
     require_resource_type(resource_type)
     if principal.unrestricted:
-        return _missing(resource_type, id, await reader.read(resource_type, id))
-    rule = decide(principal, resource_type, READ)
-    found = await reader.read(resource_type, id)
-    if found is not None:
-        await check_read(reader, principal, rule, found)  # 404 for what the principal may not see
-    return _missing(resource_type, id, found)
+        found = _missing(resource_type, id, await reader.read(resource_type, id))
+    else:
+        rule = decide(principal, resource_type, READ)
+        found = await reader.read(resource_type, id)
+        if found is not None:
+            await check_read(reader, principal, rule, found)  # 404 for what the principal may not see
+        found = _missing(resource_type, id, found)
+    note_returned((found,))  # the request's AuditEvent names what it read
+    return found
 
 
 async def vread(
@@ -57,6 +61,7 @@ async def vread(
     await check_read(reader, principal, rule, found)
     if found.deleted:
         raise Gone(f"Version {version_id} of {resource_type}/{id} records its deletion")
+    note_returned((found,))
     return found
 
 

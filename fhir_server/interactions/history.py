@@ -66,6 +66,9 @@ def history_request(
         since=since,
         at_or_before_seq=int(cursor) if cursor is not None else None,
         count=parse_count(_single(params, "_count")),
+        # the audit trail grows with every access: system history is the record's changes, and
+        # AuditEvents have their own type-level history and search (fhir_server/audit/)
+        exclude_types=("AuditEvent",) if resource_type is None else (),
     )
     return HistoryRequest(query, since_text)
 

@@ -61,6 +61,7 @@ class HistoryQuery:
     since: datetime | None = None  # only versions with lastUpdated >= since
     at_or_before_seq: int | None = None  # paging cursor: start from this change, going back
     count: int = 50
+    exclude_types: tuple[str, ...] = ()  # system history without these types (the audit trail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,16 @@ class UnitOfWork(ResourceReader, Protocol):
     ) -> StoredVersion | None:
         """Record a deletion; return the marker, or None when there was nothing live to delete."""
 
+    async def append_new(self, resource_type: str, resources: list[tuple[str, dict]]) -> None:
+        """Create new resources of one type, (id, resource) pairs, as write(..., method="POST",
+        must_not_exist=True) would, without returning them: the audit trail appends its batches so."""
+
+    async def latest_of_type(self, resource_type: str) -> StoredVersion | None:
+        """The version of any resource of this type written last, in this unit of work's view. Units
+        of work that write are serialised (SQLite's write lock, the Mongo change counter), so a
+        record appended after it is appended after it in the store too: the audit trail's hash
+        chain (fhir_server/audit/chain.py) links each AuditEvent to this one."""
+
     async def enqueue(
         self, kind: str, key: str, payload: dict, *, available_at: datetime | None = None
     ) -> OutboxJob:
@@ -162,6 +173,11 @@ class UnitOfWork(ResourceReader, Protocol):
         work commits, and never if it rolls back. When (kind, key) is already taken (by a job of
         any state, or earlier in this unit of work) nothing is written and that job is returned.
         `available_at` (default: now) delays the first attempt."""
+
+    async def job_range(
+        self, kind: str, key_from: str, key_to: str, *, limit: int = 100, descending: bool = False
+    ) -> list[OutboxJob]:
+        """As Outbox.job_range, seeing the jobs this unit of work enqueued."""
 
 
 class Outbox(Protocol):
@@ -203,9 +219,38 @@ class Outbox(Protocol):
     ) -> list[OutboxJob]:
         """Jobs of that kind and those states (any when None), newest first."""
 
+    # Keyed groups (the subscription event log): a job's group is its key up to the first
+    # `separator` ("sub-1:" of "sub-1:000000000007"); keys without the separator belong to none.
+
+    async def job_range(
+        self, kind: str, key_from: str, key_to: str, *, limit: int = 100, descending: bool = False
+    ) -> list[OutboxJob]:
+        """Jobs of `kind` with key_from <= key <= key_to in key order (descending: highest first),
+        at most `limit`: an indexed range of the (kind, key) unique index."""
+
+    async def claim_jobs_in_order(
+        self, kinds: Collection[str], *, limit: int, lease_seconds: float, separator: str,
+        now: datetime | None = None,
+    ) -> list[OutboxJob]:
+        """As claim_jobs, but a pending job of a group is due only once the job with the next lower
+        key of its group is done or dead (or gone): each group runs one job at a time, in key order."""
+
+    async def purge_jobs(
+        self, kind: str, *, updated_before: datetime, states: Collection[str] = ("done", "dead"),
+        keep_last_of_group: str | None = None, limit: int = 1000,
+    ) -> int:
+        """Delete up to `limit` jobs of `kind` in `states` last changed before `updated_before`
+        (their keys become free again); with `keep_last_of_group` (a separator), the highest key
+        of each group is kept. The number deleted."""
+
 
 class Store(ResourceReader, Outbox, Protocol):
     async def open(self) -> None: ...
+
+    async def purge_before(self, resource_type: str, before: datetime) -> int:
+        """Remove for good every version of every resource of this type last changed before
+        `before`, with its index entries; returns how many versions went. Only the audit trail's
+        retention uses it (`audit purge`): everything else keeps every version."""
 
     async def close(self) -> None: ...
 

@@ -288,7 +288,34 @@ class MongoStore:
     ) -> list[OutboxJob]:
         return await mongo_outbox.jobs(self.outbox, kind, states, limit)
 
+    async def job_range(self, kind: str, key_from: str, key_to: str, *, limit: int = 100,
+                        descending: bool = False) -> list[OutboxJob]:
+        return await mongo_outbox.key_range(self.outbox, kind, key_from, key_to, limit, descending)
+
+    async def claim_jobs_in_order(
+        self, kinds: Collection[str], *, limit: int, lease_seconds: float, separator: str,
+        now: datetime | None = None,
+    ) -> list[OutboxJob]:
+        if not kinds or limit <= 0:
+            return []
+        return await mongo_outbox.claim_in_order(self.outbox, list(kinds), limit, round(lease_seconds * 1000),
+                                                 _ms(now), separator)
+
+    async def purge_jobs(
+        self, kind: str, *, updated_before: datetime, states: Collection[str] = ("done", "dead"),
+        keep_last_of_group: str | None = None, limit: int = 1000,
+    ) -> int:
+        return await mongo_outbox.purge(self.outbox, kind, list(states), to_epoch_ms(updated_before),
+                                        keep_last_of_group, limit)
+
     # -- writes ----------------------------------------------------------------------------
+
+    async def purge_before(self, resource_type: str, before: datetime) -> int:
+        # AuditEvents have one version each: the resources and their versions older than `before`
+        cutoff = to_epoch_ms(before)
+        await self.resources.delete_many({"type": resource_type, "lu": {"$lt": cutoff}})
+        result = await self.versions.delete_many({"type": resource_type, "lu": {"$lt": cutoff}})
+        return result.deleted_count
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator["MongoUnitOfWork"]:
@@ -325,6 +352,8 @@ async def _history(versions, q: HistoryQuery, session) -> HistoryPage:
         match["id"] = q.id
     if q.since is not None:
         match["lu"] = {"$gte": to_epoch_ms(q.since)}
+    if q.exclude_types and q.resource_type is None:
+        match["type"] = {"$nin": list(q.exclude_types)}
     total = await versions.count_documents(match, session=session)
     if q.at_or_before_seq is not None:
         match["_id"] = {"$lte": q.at_or_before_seq}
@@ -437,6 +466,15 @@ class MongoUnitOfWork:
         await self._begin()
         return await mongo_search.search(self._store.resources, query, self._session)
 
+    async def append_new(self, resource_type: str, resources: list[tuple[str, dict]]) -> None:
+        for id, resource in resources:
+            await self.write(resource_type, id, resource, method="POST", must_not_exist=True)
+
+    async def latest_of_type(self, resource_type: str) -> StoredVersion | None:
+        await self._begin()
+        doc = await self._store.versions.find_one({"type": resource_type}, sort=[("_id", -1)], session=self._session)
+        return from_version(doc) if doc else None
+
     # -- writes ------------------------------------------------------------------------------
 
     async def _current(self, resource_type: str, id: str) -> dict | None:
@@ -543,6 +581,19 @@ class MongoUnitOfWork:
                 return mongo_outbox.from_document(existing)
             held = self._held_jobs[(kind, key)] = doc
         return mongo_outbox.from_document(held)
+
+    async def job_range(self, kind: str, key_from: str, key_to: str, *, limit: int = 100,
+                        descending: bool = False) -> list[OutboxJob]:
+        """In the transaction (it sees its own jobs); without one, the committed jobs and those held back."""
+        await self._begin()
+        found = await mongo_outbox.key_range(self._store.outbox, kind, key_from, key_to, limit, descending,
+                                             self._session if self._transactional else None)
+        held = [mongo_outbox.from_document(d) for (k, key), d in self._held_jobs.items()
+                if k == kind and key_from <= key <= key_to]
+        if not held:
+            return found
+        merged = {j.key: j for j in found + held}
+        return [merged[k] for k in sorted(merged, reverse=descending)][:limit]
 
     async def _insert_held_jobs(self) -> None:
         held, self._held_jobs = self._held_jobs, {}

@@ -33,6 +33,32 @@ def read_version(conn: sqlite3.Connection, resource_type: str, id: str, version:
     return row_to_version(row) if row else None
 
 
+def latest_of_type(conn: sqlite3.Connection, resource_type: str) -> StoredVersion | None:
+    """The version of any resource of this type written last (index resource_versions_type_seq)."""
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM resource_versions WHERE type = ? ORDER BY seq DESC LIMIT 1", (resource_type,)
+    ).fetchone()
+    return row_to_version(row) if row else None
+
+
+def purge_before(conn: sqlite3.Connection, resource_type: str, before_ms: int, limit: int) -> int:
+    """Remove up to `limit` resources of a type whose current version is older than `before_ms`:
+    every version, the resource row and its index rows. Returns the versions removed."""
+    rids = [r for (r,) in conn.execute(
+        "SELECT rid FROM resources WHERE type = ? AND last_updated < ? LIMIT ?", (resource_type, before_ms, limit))]
+    if not rids:
+        return 0
+    marks = ", ".join("?" * len(rids))
+    for table in ("idx_string", "idx_token", "idx_reference", "idx_date", "idx_number", "idx_quantity", "idx_uri"):
+        conn.execute(f"DELETE FROM {table} WHERE rid IN ({marks})", rids)
+    ids = [i for (i,) in conn.execute(f"SELECT id FROM resources WHERE rid IN ({marks})", rids)]
+    conn.execute(f"DELETE FROM resources WHERE rid IN ({marks})", rids)
+    removed = 0
+    for id in ids:
+        removed += conn.execute("DELETE FROM resource_versions WHERE type = ? AND id = ?", (resource_type, id)).rowcount
+    return removed
+
+
 def current_state(conn: sqlite3.Connection, resource_type: str, id: str) -> tuple[int | None, bool]:
     """(current version or None if never written, whether that version is a deletion)."""
     row = conn.execute(
@@ -69,6 +95,9 @@ def history(conn: sqlite3.Connection, q: HistoryQuery) -> HistoryPage:
     if q.since is not None:
         where.append("last_updated >= ?")
         args.append(to_epoch_ms(q.since))
+    if q.exclude_types:
+        where.append(f"type NOT IN ({', '.join('?' * len(q.exclude_types))})")
+        args.extend(q.exclude_types)
     total = conn.execute(
         f"SELECT count(*) FROM resource_versions {'WHERE ' + ' AND '.join(where) if where else ''}", args
     ).fetchone()[0]

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator, Collection
+from typing import AsyncIterator, Callable, Collection
 from urllib.parse import urlparse
 
 import orjson
@@ -91,6 +91,16 @@ class SQLiteStore:
             if count < batch_size:
                 return done
 
+    async def purge_before(self, resource_type: str, before: datetime, batch_size: int = 2000) -> int:
+        """One short write transaction per batch, so requests get the lock in between."""
+        removed = 0
+        while True:
+            count = await self._in_write_transaction(queries.purge_before, resource_type, to_epoch_ms(before),
+                                                     batch_size)
+            removed += count
+            if not count:
+                return removed
+
     # -- the outbox (sqlite/outbox.py) ---------------------------------------------------------
     # State changes run on the writer connection under the write lock, as short transactions of
     # their own: a unit of work holds that connection's transaction open across awaits, and an
@@ -144,12 +154,33 @@ class SQLiteStore:
     ) -> list[OutboxJob]:
         return await self._threads.in_reader(lambda c: outbox.jobs(c, kind, states, limit))
 
+    async def job_range(self, kind: str, key_from: str, key_to: str, *, limit: int = 100,
+                        descending: bool = False) -> list[OutboxJob]:
+        return await self._threads.in_reader(
+            lambda c: outbox.key_range(c, kind, key_from, key_to, limit, descending))
+
+    async def claim_jobs_in_order(
+        self, kinds: Collection[str], *, limit: int, lease_seconds: float, separator: str,
+        now: datetime | None = None,
+    ) -> list[OutboxJob]:
+        if not kinds or limit <= 0:
+            return []
+        return await self._in_write_transaction(
+            outbox.claim_in_order, list(kinds), limit, round(lease_seconds * 1000), _ms(now), separator)
+
+    async def purge_jobs(
+        self, kind: str, *, updated_before: datetime, states: Collection[str] = ("done", "dead"),
+        keep_last_of_group: str | None = None, limit: int = 1000,
+    ) -> int:
+        return await self._in_write_transaction(
+            outbox.purge, kind, list(states), to_epoch_ms(updated_before), keep_last_of_group, limit)
+
     # -- writes ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator["SQLiteUnitOfWork"]:
         async with self._write_lock:
-            uow = SQLiteUnitOfWork(self._threads, self._stamp(), self._indexer)
+            uow = SQLiteUnitOfWork(self._threads, self._stamp, self._indexer)
             try:
                 yield uow
             except BaseException:
@@ -183,15 +214,21 @@ def _in_read_transaction(conn, fn, *args):
 class SQLiteUnitOfWork:
     """Runs on the writer connection; the transaction begins with the first statement."""
 
-    def __init__(self, threads: ConnectionThreads, stamp: datetime, indexer: Indexer | None):
+    def __init__(self, threads: ConnectionThreads, stamp: Callable[[], datetime], indexer: Indexer | None):
         self._threads = threads
-        self._stamp = stamp
+        self._stamp_of = stamp
+        self._stamp: datetime | None = None
         self._indexer = indexer
         self._begun = False
 
     def _begin(self) -> None:
         if not self._begun:
             self._threads.writer.execute("BEGIN IMMEDIATE")
+            # Stamped once the database's write lock is held: with several server processes on one
+            # file, stamps then follow commit order too, so a write stamped before an instant has
+            # committed by the time another unit of work holds the lock (Bulk export's cut-off,
+            # exchange/bulk/cutoff.py, relies on it).
+            self._stamp = self._stamp_of()
             self._begun = True
 
     async def _run(self, fn, *args):
@@ -213,6 +250,9 @@ class SQLiteUnitOfWork:
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self._run(search.search, query)
 
+    async def latest_of_type(self, resource_type: str) -> StoredVersion | None:
+        return await self._run(queries.latest_of_type, resource_type)
+
     async def write(
         self,
         resource_type: str,
@@ -223,9 +263,8 @@ class SQLiteUnitOfWork:
         expected_version: int | None = None,
         must_not_exist: bool = False,
     ) -> StoredVersion:
-        stamp = self._stamp
-
         def write(conn) -> StoredVersion:
+            stamp = self._stamp
             current, _ = queries.current_state(conn, resource_type, id)
             if must_not_exist and current is not None:
                 raise ResourceExists(f"{resource_type}/{id}")
@@ -243,12 +282,26 @@ class SQLiteUnitOfWork:
 
         return await self._run(write)
 
+    async def append_new(self, resource_type: str, resources: list[tuple[str, dict]]) -> None:
+        """Create several new resources of one type in one hop to the writer thread (the audit
+        trail's batches): each id must be new; none is returned."""
+        def append(conn) -> None:
+            stamp = self._stamp
+            for id, resource in resources:
+                # a new id: the UNIQUE (type, id, version) constraint refuses one that exists
+                document = versioned_resource(resource, id, 1, stamp)
+                _, rid = queries.insert_version(
+                    conn, StoredVersion(resource_type, id, 1, stamp, "POST", orjson.dumps(document)))
+                if self._indexer is not None:
+                    index_tables.write_index(conn, rid, resource_type, self._indexer(document))
+
+        await self._run(append)
+
     async def delete(
         self, resource_type: str, id: str, *, expected_version: int | None = None
     ) -> StoredVersion | None:
-        stamp = self._stamp
-
         def delete(conn) -> StoredVersion | None:
+            stamp = self._stamp
             current, deleted = queries.current_state(conn, resource_type, id)
             if expected_version is not None and expected_version != current:
                 raise VersionConflict(expected_version, current)
@@ -265,9 +318,17 @@ class SQLiteUnitOfWork:
         self, kind: str, key: str, payload: dict, *, available_at: datetime | None = None
     ) -> OutboxJob:
         # created at the unit of work's lastUpdated, so the job and the change it follows agree
-        now = to_epoch_ms(self._stamp)
-        due = to_epoch_ms(available_at) if available_at is not None else now
-        return await self._run(outbox.enqueue, kind, key, payload, due, now)
+        def enqueue(conn) -> OutboxJob:
+            now = to_epoch_ms(self._stamp)
+            due = to_epoch_ms(available_at) if available_at is not None else now
+            return outbox.enqueue(conn, kind, key, payload, due, now)
+
+        return await self._run(enqueue)
+
+    async def job_range(self, kind: str, key_from: str, key_to: str, *, limit: int = 100,
+                        descending: bool = False) -> list[OutboxJob]:
+        # on the writer, in this unit of work's transaction: it sees the jobs enqueued so far
+        return await self._run(outbox.key_range, kind, key_from, key_to, limit, descending)
 
     async def commit(self) -> None:
         if self._begun:
