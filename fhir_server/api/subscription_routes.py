@@ -46,9 +46,9 @@ async def _status(request: Request) -> Response:
 async def _events(request: Request) -> Response:
     principal = await request_principal(request)
     params = await _params(request)
-    scan = getattr(request.app.state, "subscription_events_scan", 10000)
+    limit = getattr(request.app.state, "subscription_events_scan", 1000)  # SubscriptionSettings.events_max
     bundle = await events_bundle(request.app.state.store, request.path_params["id"], principal, _base(request),
-                                 params.get("eventsSinceNumber"), params.get("eventsUntilNumber"), scan)
+                                 params.get("eventsSinceNumber"), params.get("eventsUntilNumber"), limit)
     return fhir_response(orjson.dumps(bundle), request, media_type=response_media_type(request))
 
 

@@ -1,6 +1,8 @@
 """Subscriptions end to end: a real receiver (http.server on a loopback port) gets the handshake,
 notifications when visits complete (in its filter only), catches up with $events after being
-down, and a classic Subscription's update."""
+down, and a classic Subscription's update; heartbeats come each period (once, with two worker
+processes too); a slow receiver holds up only its own subscription, whose events still arrive in
+order; the Subscription's history holds only its status changes; purged events are reported."""
 
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ TOPIC = "http://fhir-async-telehealth.example/SubscriptionTopic/consultation-com
 
 
 class Receiver:
-    def __init__(self, status: int = 200):
+    def __init__(self, status: int = 200, delay: float = 0.0):
         self.requests: list[dict] = []
         self.status = status
+        self.delay = delay  # seconds each answer takes (a slow endpoint)
         self.port = free_port()
         self.server = None
 
@@ -33,10 +36,14 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def _any(self):
+                started = time.monotonic()
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                outer.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                       "body": json.loads(body) if body else None})
+                record = {"method": self.command, "path": self.path, "headers": dict(self.headers),
+                          "body": json.loads(body) if body else None, "at": started}
+                outer.requests.append(record)
+                time.sleep(outer.delay)
+                record["done"] = time.monotonic()
                 self.send_response(outer.status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -78,20 +85,27 @@ def of_type(kind: str):
     return lambda r: r["body"] and r["body"].get("resourceType") == "Bundle" and params(r["body"])["type"]["valueCode"] == kind
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    env = {"FHIR_SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": "1", "FHIR_SUBSCRIPTION_MAX_ATTEMPTS": "3",
-           "FHIR_SUBSCRIPTION_BACKOFF_BASE": "0.2", "FHIR_SUBSCRIPTION_POLL_SECONDS": "0.2"}
+ENV = {"FHIR_SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": "1", "FHIR_SUBSCRIPTION_MAX_ATTEMPTS": "3",
+       "FHIR_SUBSCRIPTION_BACKOFF_BASE": "0.2", "FHIR_SUBSCRIPTION_POLL_SECONDS": "0.2"}
+
+
+def start_server(database, env: dict, *extra_args: str) -> ServerProcess:
+    """A server whose subscription settings come from `env` (read at start-up)."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        proc = ServerProcess(tmp_path_factory.mktemp("subs") / "fhir.db").start()
+        return ServerProcess(database, extra_args=list(extra_args)).start()
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc = start_server(tmp_path_factory.mktemp("subs") / "fhir.db", ENV)
     yield proc
     proc.stop()
 
@@ -102,11 +116,14 @@ def client(server):
         yield c
 
 
-def subscription(endpoint: str, patient: str | None = None, content: str = "id-only") -> dict:
+def subscription(endpoint: str, patient: str | None = None, content: str = "id-only",
+                 heartbeat: int | None = None) -> dict:
     sub = {"resourceType": "Subscription", "status": "requested", "reason": "test", "criteria": TOPIC,
            "channel": {"type": "rest-hook", "endpoint": endpoint, "header": ["Authorization: Bearer receiver-secret"],
                        "payload": "application/fhir+json",
                        "_payload": {"extension": [{"url": f"{BP}/backport-payload-content", "valueCode": content}]}}}
+    if heartbeat:
+        sub["channel"]["extension"] = [{"url": f"{BP}/backport-heartbeat-period", "valueUnsignedInt": heartbeat}]
     if patient:
         sub["_criteria"] = {"extension": [{"url": f"{BP}/backport-filter-criteria",
                                            "valueString": f"Encounter?patient={patient}"}]}
@@ -195,6 +212,9 @@ def test_unfiltered_subscription_gets_focus_and_event_numbers(client):
         status = client.get(f"/Subscription/{sub_id}/$status").json()
         assert status["type"] == "searchset"
         assert params(status)["events-since-subscription-start"]["valueString"] == "2"
+        # two events, and the Subscription has only its own changes: created requested, then active
+        history = client.get(f"/Subscription/{sub_id}/_history").json()
+        assert [e["resource"]["status"] for e in history["entry"]] == ["active", "requested"]
     finally:
         receiver.stop()
 
@@ -244,3 +264,112 @@ def test_subscriptions_the_server_cannot_honour_are_refused(client, change):
     sub = subscription("http://127.0.0.1:9/hook")
     change(sub)
     assert client.post("/Subscription", json=sub).status_code in (400, 422)
+
+
+def heartbeats(receiver: Receiver) -> list[dict]:
+    return [r for r in receiver.requests if of_type("heartbeat")(r)]
+
+
+def test_heartbeats_come_each_period_while_nothing_else_is_sent(client):
+    receiver = Receiver().start()
+    try:
+        sub_id = client.post("/Subscription", json=subscription(receiver.url, patient="Patient/nobody",
+                                                                 heartbeat=1)).json()["id"]
+        wait_status(client, sub_id, "active")
+        deadline = time.monotonic() + 15
+        while len(heartbeats(receiver)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        beats = heartbeats(receiver)
+        assert len(beats) >= 4, len(beats)
+        gaps = [b["at"] - a["at"] for a, b in zip(beats, beats[1:])]
+        assert all(0.5 < g < 1.6 for g in gaps), gaps
+        p = params(beats[0]["body"])
+        assert p["status"]["valueCode"] == "active"
+        assert p["events-since-subscription-start"]["valueString"] == "0"
+        assert "notification-event" not in p and len(beats[0]["body"]["entry"]) == 1
+        assert beats[0]["headers"]["Authorization"] == "Bearer receiver-secret"
+        # turned off: the heartbeats stop
+        sub = client.get(f"/Subscription/{sub_id}").json()
+        assert client.put(f"/Subscription/{sub_id}", json={**sub, "status": "off"}).status_code == 200
+        time.sleep(1.2)
+        count = len(heartbeats(receiver))
+        time.sleep(2.5)
+        assert len(heartbeats(receiver)) == count
+    finally:
+        receiver.stop()
+
+
+def test_a_subscription_without_a_heartbeat_period_gets_none(client):
+    receiver = Receiver().start()
+    try:
+        sub_id = client.post("/Subscription", json=subscription(receiver.url, patient="Patient/nobody")).json()["id"]
+        wait_status(client, sub_id, "active")
+        time.sleep(2.5)
+        assert heartbeats(receiver) == []
+    finally:
+        receiver.stop()
+
+
+def test_a_slow_receiver_holds_up_only_its_own_subscription_whose_events_stay_in_order(client):
+    slow, fast = Receiver(delay=3.0).start(), Receiver().start()
+    try:
+        slow_id = client.post("/Subscription", json=subscription(slow.url)).json()["id"]
+        fast_id = client.post("/Subscription", json=subscription(fast.url)).json()["id"]
+        wait_status(client, slow_id, "active", timeout=20)
+        wait_status(client, fast_id, "active")
+        tasks = [submitted(client), submitted(client)]
+        complete(client, tasks[0])
+        first_done = time.monotonic()
+        complete(client, tasks[1])
+        second_done = time.monotonic()
+        notes = fast.wait(lambda r: of_type("event-notification")(r) and event_number(r) == "2")
+        assert notes[0]["at"] - second_done < 1.5  # not behind the slow receiver's 3 s
+        assert [n for n in fast.requests if of_type("event-notification")(n)][0]["at"] - first_done < 1.5
+        slow_notes = slow.wait(lambda r: of_type("event-notification")(r) and
+                               event_number(r) == "2", timeout=20)
+        events = [r for r in slow.requests if of_type("event-notification")(r)]
+        assert [event_number(r) for r in events] == ["1", "2"]
+        assert events[1]["at"] >= events[0]["done"]  # never two in flight: 2 only after 1 was answered
+        assert slow_notes
+    finally:
+        slow.stop()
+        fast.stop()
+
+
+def event_number(request: dict) -> str:
+    event = {q["name"]: q for q in params(request["body"])["notification-event"]["part"]}
+    return event["event-number"]["valueString"]
+
+
+def test_two_worker_processes_send_each_heartbeat_once_and_purged_events_are_reported(tmp_path):
+    env = {**ENV, "FHIR_SUBSCRIPTION_EVENT_RETENTION_DAYS": str(3 / 86400), "FHIR_SUBSCRIPTION_PURGE_SECONDS": "1"}
+    proc = start_server(tmp_path / "fhir.db", env, "--workers", "2")
+    receiver = Receiver().start()
+    try:
+        with httpx.Client(base_url=proc.base, timeout=30.0, headers=FHIR_JSON) as c:
+            sub_id = c.post("/Subscription", json=subscription(receiver.url, heartbeat=1)).json()["id"]
+            wait_status(c, sub_id, "active")
+            receiver.wait(lambda r: of_type("heartbeat")(r))
+            count = len(heartbeats(receiver))
+            time.sleep(4.0)
+            beats = len(heartbeats(receiver)) - count
+            assert 3 <= beats <= 5, beats  # one per second, not one per worker
+            complete(c)
+            complete(c)
+            receiver.wait(lambda r: of_type("event-notification")(r) and event_number(r) == "2")
+            deadline = time.monotonic() + 20  # retention 3 s, purge every second: event 1 goes, 2 stays
+            while time.monotonic() < deadline:
+                answer = c.get(f"/Subscription/{sub_id}/$events", params={"eventsSinceNumber": "1"}).json()
+                if "error" in params(answer):
+                    break
+                time.sleep(0.5)
+            p = params(answer)
+            assert p["error"]["valueCodeableConcept"]["coding"][0]["code"] == "events-purged"
+            assert "Event 1 " in p["error"]["valueCodeableConcept"]["text"]
+            assert p["events-since-subscription-start"]["valueString"] == "2"
+            kept = [{q["name"]: q for q in e["part"]} for e in answer["entry"][0]["resource"]["parameter"]
+                    if e["name"] == "notification-event"]
+            assert [k["event-number"]["valueString"] for k in kept] == ["2"]
+    finally:
+        receiver.stop()
+        proc.stop()

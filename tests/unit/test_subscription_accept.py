@@ -7,7 +7,8 @@ import pytest
 from fhir_server.errors import UnprocessableEntity
 from fhir_server.exchange.subscriptions.accept import parse_spec
 from fhir_server.exchange.subscriptions.config import SubscriptionSettings
-from fhir_server.exchange.subscriptions.state import owner_extension, owner_of, with_state, events_since_start
+from fhir_server.exchange.subscriptions.heartbeat import heartbeat_period
+from fhir_server.exchange.subscriptions.state import EVENTS_EXT, owner_extension, owner_of, strip_state, with_state
 from fhir_server.exchange.subscriptions.topics import TOPICS, capability_extensions
 from smart_auth.principal import Principal
 from smart_auth.scopes import ScopeSet
@@ -88,14 +89,25 @@ def test_classic_criteria():
 def test_topics_are_advertised_and_the_owner_round_trips():
     assert len(capability_extensions()) == len(TOPICS) >= 3
     principal = Principal(client_id="app", subject="u", scopes=ScopeSet.parse("patient/Encounter.rs"), patient="p1")
-    s = with_state(sub(), events=3, owner=owner_extension(principal))
-    assert events_since_start(s) == 3
+    s = with_state(sub(), owner=owner_extension(principal))
     back = owner_of(s)
     assert (back.client_id, back.patient, back.scopes.text, back.unrestricted) == ("app", "p1", "patient/Encounter.rs", False)
 
 
-def test_a_heartbeat_period_is_refused_until_heartbeats_are_sent():
+def test_a_heartbeat_period_is_taken_on_topic_subscriptions_only():
     s = sub()
     s["channel"]["extension"].append({"url": f"{BP}/backport-heartbeat-period", "valueUnsignedInt": 60})
+    assert parse_spec(s, SubscriptionSettings()).heartbeat == 60
+    assert heartbeat_period(s) == 60
+    classic = {"resourceType": "Subscription", "status": "requested", "criteria": "Encounter?status=finished",
+               "channel": {"type": "rest-hook", "endpoint": "https://r.example/fhir", "extension": [
+                   {"url": f"{BP}/backport-heartbeat-period", "valueUnsignedInt": 60}]}}
     with pytest.raises(UnprocessableEntity):
-        parse_spec(s, SubscriptionSettings())
+        parse_spec(classic, SubscriptionSettings())
+    assert heartbeat_period(classic) is None
+
+
+def test_the_old_counter_extensions_are_stripped_not_kept():
+    legacy = {**sub(), "extension": [{"url": EVENTS_EXT, "valueInteger": 7}, {"url": "http://x.example/e", "valueString": "x"}]}
+    assert strip_state(legacy)["extension"] == [{"url": "http://x.example/e", "valueString": "x"}]
+    assert with_state(legacy)["extension"] == [{"url": "http://x.example/e", "valueString": "x"}]

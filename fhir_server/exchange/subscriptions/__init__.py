@@ -3,9 +3,13 @@ Subscriptions (criteria = a search), delivered over rest-hook through the transa
 
     topics.py      the server's topics (canonical URLs, triggers, filters)
     accept.py      validating a Subscription on write; status requested -> handshake -> active
-    events.py      write hooks numbering events and enqueueing `subscription.notify` jobs
+    events.py      write hooks recording events in the subscribers' event logs
+    eventlog.py    the event log: numbered `subscription.notify` outbox jobs (count, $events
+                   ranges, in-order claims, purge)
     classic.py     classic R4 criteria evaluated per write
     delivery.py    the outbox handler: handshake, notification Bundles, retries, error
+    heartbeat.py   heartbeat notifications, one outbox job per subscription and period
+    retention.py   the periodic purge of old events and heartbeat records
     operations.py  $status, $events
     config.py      FHIR_SUBSCRIPTION_* settings
 
@@ -26,7 +30,10 @@ from .accept import NOTIFY_KIND, SubscriptionAccept
 from .classic import ClassicSubscriptions
 from .config import SubscriptionSettings
 from .delivery import SubscriptionDelivery
+from .eventlog import ClaimInOrder
 from .events import SubscriptionEvents
+from .heartbeat import HEARTBEAT_KIND, Heartbeats
+from .retention import Retention
 from .topics import TOPICS, capability_extensions
 
 __all__ = ["SubscriptionComponents", "subscription_components", "TOPICS", "capability_extensions"]
@@ -38,6 +45,7 @@ class SubscriptionComponents:
     worker: OutboxWorker
     delivery: SubscriptionDelivery
     accept: SubscriptionAccept
+    retention: Retention
     routes: list = field(default_factory=list)
 
     @property
@@ -46,8 +54,10 @@ class SubscriptionComponents:
 
     def start(self) -> None:
         self.worker.start()
+        self.retention.start()
 
     async def stop(self) -> None:
+        await self.retention.stop()
         await self.worker.stop()
         await self.delivery.aclose()
 
@@ -66,8 +76,12 @@ def subscription_components(store, hooks: WriteHooks, settings=None,
     SubscriptionEvents(classic).register(hooks)
     classic.register(hooks)
     delivery = SubscriptionDelivery(store, config)
-    worker = OutboxWorker(store, {NOTIFY_KIND: delivery.handle}, max_attempts=config.max_attempts,
+    heartbeats = Heartbeats(delivery)
+    delivery.on_activation.append(heartbeats.on_activation)
+    # concurrent over subscriptions, one event at a time within each (ClaimInOrder)
+    worker = OutboxWorker(ClaimInOrder(store), {NOTIFY_KIND: delivery.handle, HEARTBEAT_KIND: heartbeats.handle},
+                          max_attempts=config.max_attempts,
                           backoff=Backoff(base=config.backoff_base, cap=config.backoff_cap),
-                          poll_interval=config.poll_seconds, concurrency=1, lease_seconds=90.0,
+                          poll_interval=config.poll_seconds, concurrency=config.concurrency, lease_seconds=90.0,
                           on_dead_letter={NOTIFY_KIND: delivery.dead_lettered})
-    return SubscriptionComponents(config, worker, delivery, accept, list(ROUTES))
+    return SubscriptionComponents(config, worker, delivery, accept, Retention(store, config), list(ROUTES))

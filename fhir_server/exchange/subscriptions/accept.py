@@ -12,14 +12,15 @@ server's part:
 - channel: `rest-hook` only (no custom channel); endpoint https (http only on a loopback host when
   FHIR_SUBSCRIPTION_ALLOW_HTTP_LOOPBACK is on); payload `application/fhir+json` (or `application/json`;
   fhirVersion 4.0 only), required for topic-based; header entries `Name: value`;
-  heartbeat/timeout/max-count extensions as unsigned/positive integers;
+  heartbeat/timeout/max-count extensions as unsigned/positive integers (a heartbeat period on
+  topic-based Subscriptions only: heartbeat.py sends them);
 - authorization: the client's token must allow searching the focus type (`s`); the client is
   recorded (state.owner_extension) and payloads are filtered by what it may read;
 - status: the client may send requested, active (re-activation) or off; a topic-based rest-hook
   Subscription is stored `requested` and the handshake (hook `on_subscription`) activates it;
   a classic one is stored `active`; `off` stays off. An unchanged active Subscription stays active.
-  Counters are the server's: kept from the previous version; on (re)activation delivered-through
-  jumps to the current count (what was missed meanwhile is for `$events`).
+  The event count is not on the resource (eventlog.py); events recorded while a Subscription was
+  not active are never sent (they are for `$events`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ...errors import Forbidden, OutcomeIssue, UnprocessableEntity
 from ...search.parse import parse_search
 from ...storage import ResourceReader, StoredVersion, UnitOfWork
 from .config import SubscriptionSettings
-from .state import delivered_through, events_since_start, owner_extension, strip_state, with_state
+from .state import owner_extension, strip_state, with_state
 from .topics import BACKPORT, TOPICS
 
 FILTER_EXT = f"{BACKPORT}/backport-filter-criteria"
@@ -159,10 +160,6 @@ def parse_spec(sub: dict, settings: SubscriptionSettings) -> Spec:
                 raise _refuse("Notifications are sent in FHIR 4.0 only", "Subscription.channel.payload")
     channel_exts = _exts(channel)
     heartbeat = _one(channel_exts, HEARTBEAT_EXT, "valueUnsignedInt", "Subscription.channel")
-    if heartbeat:
-        # no heartbeat sender yet: accepting the period would promise notifications never sent
-        raise _refuse("This server does not send heartbeats yet: leave out backport-heartbeat-period",
-                      "Subscription.channel")
     timeout = _one(channel_exts, TIMEOUT_EXT, "valueUnsignedInt", "Subscription.channel")
     max_count = _one(channel_exts, MAX_COUNT_EXT, "valuePositiveInt", "Subscription.channel", positive=True)
     content_exts = [e for e in _exts(channel.get("_payload"))]
@@ -189,6 +186,8 @@ def parse_spec(sub: dict, settings: SubscriptionSettings) -> Spec:
         raise _refuse(f"Classic Subscriptions may watch {', '.join(settings.classic_types)}", "Subscription.criteria")
     if content_exts or _exts(sub.get("_criteria")):
         raise _refuse("Backport extensions need a topic canonical as criteria", "Subscription.criteria")
+    if heartbeat:  # heartbeats are backport notification Bundles, which a classic receiver does not take
+        raise _refuse("backport-heartbeat-period needs a topic canonical as criteria", "Subscription.channel")
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(n.startswith("_") and n != "_id" for n, _ in pairs):
         raise _refuse("Classic criteria take search parameters only (no _ result parameters)", "Subscription.criteria")
@@ -225,16 +224,13 @@ class SubscriptionAccept:
             raise _refuse("A client sets a Subscription's status to requested, active or off", "Subscription.status")
         found = await reader.read("Subscription", id)
         old = orjson.loads(found.body) if found is not None and found.body is not None else None
-        events = events_since_start(old) if old else 0
-        delivered = delivered_through(old) if old else 0
         if requested == "off":
             status = "off"
         elif old is not None and old.get("status") == "active" and _channel_key(old) == _channel_key(sub):
             status = "active"  # nothing about delivery changed: no new handshake
         else:
             status = "requested" if spec.kind == "topic" else "active"
-            delivered = events  # (re)activation: what was missed is for $events
-        out = with_state(strip_state(sub), events=events, delivered=delivered, owner=owner_extension(principal))
+        out = with_state(strip_state(sub), owner=owner_extension(principal))
         out["status"] = status
         if status != "error":
             out.pop("error", None)

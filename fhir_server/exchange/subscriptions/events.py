@@ -3,9 +3,9 @@
 Write hooks (interactions/write_hooks.py) see each write with the version before it. When a
 topic's trigger happens (topics.py), every Subscription on that topic with status `active` or
 `error` (events keep being numbered in error, for `$events`: exchange.md A.10) whose filters match
-the focus gets the next event number (kept on the Subscription: state.py) and one outbox job
-`subscription.notify` keyed `<subscription id>/<event number>`; both commit with the change, or
-vanish with it. Matching runs the filter as a search restricted to `_id` of the focus, through
+the focus gets the next event number and one outbox job `subscription.notify` keyed
+`<subscription id>:<event number>` (the subscription's event log: eventlog.py); it commits with
+the change, or vanishes with it. The Subscription resource itself is not written. Matching runs the filter as a search restricted to `_id` of the focus, through
 the unit of work (which sees its own writes), so filters mean what the same search would mean.
 The subscriber's authorization is checked too: an event its client could not read is not recorded.
 
@@ -29,8 +29,8 @@ from ...storage import StoredVersion, UnitOfWork
 from ...storage.serialization import format_instant
 from ...visit.lifecycle import STEPS
 from ...visit.transitions import is_review_task, task_state
-from .accept import NOTIFY_KIND
-from .state import events_since_start, owner_of, with_state
+from . import eventlog
+from .state import owner_of
 from .topics import CONSULTATION_COMPLETED, PRESCRIPTION_STATUS_CHANGED, VISIT_SUBMITTED, Topic
 
 
@@ -59,12 +59,8 @@ def readable_by_owner(sub: dict, resource: dict) -> bool:
 
 
 async def record_event(uow: UnitOfWork, sub: dict, event: dict, kind: str) -> int:
-    """Number the event for `sub`, store the new count on it, enqueue its notification job."""
-    number = events_since_start(sub) + 1
-    await uow.write("Subscription", sub["id"], with_state(sub, events=number), method="PUT")
-    await uow.enqueue(NOTIFY_KIND, f"{sub['id']}/{number}",
-                      {"subscription": sub["id"], "type": kind, "event": {**event, "number": number}})
-    return number
+    """Number the event for `sub` and enqueue its notification job (eventlog.append)."""
+    return await eventlog.append(uow, sub["id"], kind, event)
 
 
 def _filters(sub: dict) -> list[tuple[str, str]]:

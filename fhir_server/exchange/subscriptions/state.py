@@ -1,12 +1,13 @@
-"""Server-managed state kept on the Subscription resource itself (extensions of ours), so it is
-read and written in the same unit of work as the change that fires an event:
+"""Server-managed state kept on the Subscription resource itself (an extension of ours):
 
-- `subscription-events-since-start` (valueInteger): events numbered so far; never reset.
-- `subscription-delivered-through` (valueInteger): the highest event number the receiver accepted.
 - `subscription-owner` (complex: client, patient, scopes, unrestricted): who created it, so
   payloads are filtered by what that client's token could read.
 
-Clients cannot set these: `accept.prepare` replaces them with the server's values on every write.
+Clients cannot set it: `accept.prepare` replaces it with the server's value on every write.
+The event count and delivery progress are not on the resource (which would gain a version per
+event): they are the subscription's event log in the outbox (eventlog.py). The two extensions that
+once held them (`subscription-events-since-start`, `subscription-delivered-through`) are still
+stripped from what clients send and from older stored versions.
 """
 
 from __future__ import annotations
@@ -25,31 +26,10 @@ def _ext(sub: dict, url: str) -> dict | None:
     return next((e for e in sub.get("extension") or [] if isinstance(e, dict) and e.get("url") == url), None)
 
 
-def _int(sub: dict, url: str) -> int:
-    found = _ext(sub, url)
-    return int(found.get("valueInteger", 0)) if found else 0
-
-
-def events_since_start(sub: dict) -> int:
-    return _int(sub, EVENTS_EXT)
-
-
-def delivered_through(sub: dict) -> int:
-    return _int(sub, DELIVERED_EXT)
-
-
-def with_state(sub: dict, *, events: int | None = None, delivered: int | None = None,
-               owner: dict | None = None) -> dict:
-    """A copy of `sub` with our extensions set (those given; the others kept as they are)."""
-    current = {e["url"]: e for e in sub.get("extension") or [] if isinstance(e, dict) and e.get("url") in OURS}
-    if events is not None:
-        current[EVENTS_EXT] = {"url": EVENTS_EXT, "valueInteger": events}
-    if delivered is not None:
-        current[DELIVERED_EXT] = {"url": DELIVERED_EXT, "valueInteger": delivered}
-    if owner is not None:
-        current[OWNER_EXT] = owner
+def with_state(sub: dict, *, owner: dict | None = None) -> dict:
+    """A copy of `sub` without our extensions, but for `owner` when given."""
     others = [e for e in sub.get("extension") or [] if not (isinstance(e, dict) and e.get("url") in OURS)]
-    out = {**sub, "extension": others + [current[u] for u in OURS if u in current]}
+    out = {**sub, "extension": others + ([owner] if owner is not None else [])}
     if not out["extension"]:
         out.pop("extension")
     return out

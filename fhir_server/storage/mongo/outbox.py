@@ -141,3 +141,94 @@ async def jobs(outbox, kind: str | None, states: Collection[str] | None, limit: 
         match["state"] = {"$in": list(states)}
     docs = await outbox.find(match).sort([("created_at", -1), ("_id", -1)]).limit(limit).to_list()
     return [from_document(d) for d in docs]
+
+
+# -- keyed ranges, ordered claims and purges (the subscription event log: exchange/subscriptions) --
+# A job's group is its key up to the first separator; the kind_key unique index serves each lookup.
+
+_FINISHED = (DONE, DEAD)
+_ABOVE_ALL = "\U0010ffff"  # sorts after every character a key holds
+
+
+def _group(key: str, separator: str) -> str | None:
+    at = key.find(separator)
+    return key[: at + len(separator)] if at >= 0 else None
+
+
+async def key_range(outbox, kind: str, key_from: str, key_to: str, limit: int, descending: bool,
+                    session: Any = None) -> list[OutboxJob]:
+    if limit <= 0:
+        return []
+    docs = await outbox.find({"kind": kind, "key": {"$gte": key_from, "$lte": key_to}}, session=session).sort(
+        [("key", -1 if descending else 1)]).limit(limit).to_list()
+    return [from_document(d) for d in docs]
+
+
+async def _predecessor_finished(outbox, doc: dict, group: str) -> bool:
+    before = await outbox.find(
+        {"kind": doc["kind"], "key": {"$lt": doc["key"], "$gte": group}}, {"state": 1}).sort(
+        [("key", -1)]).limit(1).to_list()
+    return not before or before[0]["state"] in _FINISHED
+
+
+async def claim_in_order(outbox, kinds: Collection[str], limit: int, lease_ms: int, now: int, separator: str,
+                         scan: int = 1000) -> list[OutboxJob]:
+    """As `claim`, one job of a group at a time in key order (storage/base.py). Each lease is one
+    conditional update, as in `claim`: a job whose predecessor is unfinished is never leased,
+    because a finished job never becomes unfinished again (but for an operator's requeue)."""
+    from pymongo import ReturnDocument
+
+    def lease() -> dict:
+        return {"$set": {"state": LEASED, "leased_until": now + lease_ms, "lease_token": uuid.uuid4().hex,
+                         "updated_at": now}, "$inc": {"attempts": 1}}
+
+    kinds = list(kinds)
+    claimed: list[OutboxJob] = []
+    while len(claimed) < limit:  # expired leases first: each is the lowest unfinished job of its group
+        doc = await outbox.find_one_and_update(
+            {"kind": {"$in": kinds}, "state": LEASED, "leased_until": {"$lte": now}}, lease(),
+            sort=[("leased_until", 1)], return_document=ReturnDocument.AFTER)
+        if doc is None:
+            break
+        claimed.append(from_document(doc))
+    if len(claimed) >= limit:
+        return claimed
+    candidates = await outbox.find(
+        {"kind": {"$in": kinds}, "state": PENDING, "available_at": {"$lte": now}}, {"kind": 1, "key": 1}).sort(
+        [("available_at", 1), ("created_at", 1)]).limit(scan).to_list()
+    for candidate in candidates:
+        group = _group(candidate["key"], separator)
+        if group is not None and not await _predecessor_finished(outbox, candidate, group):
+            continue
+        doc = await outbox.find_one_and_update({"_id": candidate["_id"], "state": PENDING}, lease(),
+                                               return_document=ReturnDocument.AFTER)
+        if doc is not None:
+            claimed.append(from_document(doc))
+            if len(claimed) >= limit:
+                break
+    return claimed
+
+
+async def purge(outbox, kind: str, states: Collection[str], updated_before: int, separator: str | None,
+                limit: int) -> int:
+    states = list(states)
+    if not states or limit <= 0:
+        return 0
+    old = await outbox.find({"kind": kind, "state": {"$in": states}, "updated_at": {"$lt": updated_before}},
+                            {"key": 1}).sort([("key", 1)]).limit(limit).to_list()
+    doomed, highest = [], {}
+    for doc in old:
+        group = _group(doc["key"], separator) if separator is not None else None
+        if group is not None:
+            if group not in highest:
+                top = await outbox.find({"kind": kind, "key": {"$gte": group, "$lt": group + _ABOVE_ALL}},
+                                        {"key": 1}).sort([("key", -1)]).limit(1).to_list()
+                highest[group] = top[0]["key"] if top else None
+            if doc["key"] == highest[group]:
+                continue
+        doomed.append(doc["_id"])
+    if not doomed:
+        return 0
+    result = await outbox.delete_many({"_id": {"$in": doomed}, "state": {"$in": states},
+                                       "updated_at": {"$lt": updated_before}})
+    return result.deleted_count

@@ -78,8 +78,13 @@ def claim(conn: sqlite3.Connection, kinds: Collection[str], limit: int, lease_ms
         f") ORDER BY due, seq LIMIT ?",
         (now, *kinds, limit, now, *kinds, limit, limit),
     ).fetchall()
+    return _lease(conn, [seq for (seq,) in rows], lease_ms, now)
+
+
+def _lease(conn: sqlite3.Connection, seqs: list[int], lease_ms: int, now: int) -> list[OutboxJob]:
+    """Lease these jobs (a new token each, one more attempt) and return them as they now are."""
     claimed = []
-    for (seq,) in rows:
+    for seq in seqs:
         conn.execute(
             "UPDATE outbox SET state = ?, attempts = attempts + 1, leased_until = ?, lease_token = ?, "
             "updated_at = ? WHERE seq = ?",
@@ -136,3 +141,67 @@ def jobs(conn: sqlite3.Connection, kind: str | None, states: Collection[str] | N
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     rows = conn.execute(f"SELECT {_COLUMNS} FROM outbox {clause}ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
     return [_job(r) for r in rows]
+
+
+# -- keyed ranges, ordered claims and purges (the subscription event log: exchange/subscriptions) --
+# Keys of one group share the prefix up to the first `separator` (e.g. "<subscription id>:" in
+# "<subscription id>:000000000042"); the (kind, key) unique index serves every lookup below.
+
+
+def key_range(conn: sqlite3.Connection, kind: str, key_from: str, key_to: str, limit: int,
+              descending: bool) -> list[OutboxJob]:
+    """Jobs of `kind` with key_from <= key <= key_to, in key order (newest key first if descending)."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox WHERE kind = ? AND key >= ? AND key <= ? "
+        f"ORDER BY key {'DESC' if descending else 'ASC'} LIMIT ?", (kind, key_from, key_to, limit)).fetchall()
+    return [_job(r) for r in rows]
+
+
+# the group prefix of o.key (empty without a separator), and the first text above every key in it
+_PREFIX = "substr(o.key, 1, instr(o.key, :sep))"
+_GROUP_END = f"{_PREFIX} || char(1114111)"
+
+
+def claim_in_order(conn: sqlite3.Connection, kinds: Collection[str], limit: int, lease_ms: int, now: int,
+                   separator: str) -> list[OutboxJob]:
+    """As `claim`, but a pending job whose key holds `separator` is due only when the job with the
+    next lower key of its group is finished (done or dead) or absent: one job of a group at a time,
+    in key order. Keys without the separator are claimed as `claim` would. The caller holds a write
+    transaction (BEGIN IMMEDIATE)."""
+    kinds = list(kinds)
+    marks = ", ".join(f":k{i}" for i in range(len(kinds)))
+    args = {"now": now, "sep": separator, "limit": limit, **{f"k{i}": k for i, k in enumerate(kinds)}}
+    rows = conn.execute(
+        f"SELECT seq FROM ("
+        f"SELECT seq, due FROM (SELECT o.seq AS seq, o.available_at AS due FROM outbox o "
+        f"WHERE o.state = 'pending' AND o.available_at <= :now AND o.kind IN ({marks}) AND ("
+        f"instr(o.key, :sep) = 0 OR COALESCE((SELECT p.state FROM outbox p WHERE p.kind = o.kind "
+        f"AND p.key < o.key AND p.key >= {_PREFIX} ORDER BY p.key DESC LIMIT 1), 'done') IN ('done', 'dead')) "
+        f"ORDER BY o.available_at, o.seq LIMIT :limit) "
+        f"UNION ALL "
+        f"SELECT seq, leased_until AS due FROM (SELECT seq, leased_until FROM outbox "
+        f"WHERE state = 'leased' AND leased_until <= :now AND kind IN ({marks}) ORDER BY leased_until LIMIT :limit)"
+        f") ORDER BY due, seq LIMIT :limit", args).fetchall()
+    return _lease(conn, [seq for (seq,) in rows], lease_ms, now)
+
+
+def purge(conn: sqlite3.Connection, kind: str, states: Collection[str], updated_before: int,
+          separator: str | None, limit: int) -> int:
+    """Delete up to `limit` jobs of `kind` in `states` last changed before `updated_before`; with a
+    separator, the highest key of each group is kept (it carries the group's count). The number deleted."""
+    states = list(states)
+    if not states or limit <= 0:
+        return 0
+    marks = ", ".join(f":s{i}" for i in range(len(states)))
+    keep = ""
+    if separator is not None:
+        keep = (f"AND (instr(o.key, :sep) = 0 OR EXISTS (SELECT 1 FROM outbox n WHERE n.kind = o.kind "
+                f"AND n.key > o.key AND n.key < {_GROUP_END})) ")
+    cursor = conn.execute(
+        f"DELETE FROM outbox WHERE seq IN (SELECT o.seq FROM outbox o WHERE o.kind = :kind "
+        f"AND o.state IN ({marks}) AND o.updated_at < :before {keep}LIMIT :limit)",
+        {"kind": kind, "before": updated_before, "sep": separator, "limit": limit,
+         **{f"s{i}": s for i, s in enumerate(states)}})
+    return cursor.rowcount
