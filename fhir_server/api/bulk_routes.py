@@ -4,28 +4,34 @@
 
 Only the client that started a job sees it (others get 404); with --no-auth every request is the
 same "no-auth" client. Mounted before the generic routes (app.state.bulk is the BulkComponents).
+
+The kick-off's unit of work is the export's transactionTime (exchange/bulk/cutoff.py): it holds
+the store's write lock until the clock has passed its stamp. "Polled too fast" (429) is judged
+from a marker file in the job's folder, so it holds across server processes.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import datetime, timezone
 from email.utils import formatdate
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.concurrency import iterate_in_threadpool
+from starlette.responses import Response, StreamingResponse
 
 from smart_auth.access import READ, allowed
 
+from ..audit import disclosures
+from ..audit.context import current as current_audit
 from ..errors import FhirError, InvalidRequest, NotFound, OutcomeIssue, operation_outcome
-from ..exchange.bulk import files
+from ..exchange.bulk import files, sealed
+from ..exchange.bulk.cutoff import hold_past
 from ..exchange.bulk.jobs import JOB_KIND, ExportRequest, view
 from ..exchange.bulk.kickoff import (
     check_headers, group_members, not_found_group, parameters_from_body, parse_kickoff,
 )
-from ..storage.serialization import format_instant
 from .authorization import request_principal
 from .capability import FhirRoute, route_table
 from .negotiation import read_json
@@ -72,10 +78,10 @@ async def _kickoff(request: Request, level: str, group_id: str | None = None) ->
     base = base_url(request)
     export.group = group_id
     export.base = base
-    export.transaction_time = format_instant(datetime.now(timezone.utc))
     export.request_url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-    async with store.unit_of_work() as uow:
+    async with store.unit_of_work() as uow:  # its stamp (job.created_at) is the export's transactionTime
         job = await uow.enqueue(JOB_KIND, uuid.uuid4().hex, export.to_payload())
+        await hold_past(job.created_at)  # every later unit of work is stamped after transactionTime
     _bulk(request).worker.notify()
     outcome = operation_outcome([OutcomeIssue("information", "informational", "Export accepted")])
     return fhir_response(orjson.dumps(outcome), request, status=202,
@@ -127,7 +133,7 @@ async def _own_job(request: Request, job_id: str):
 
 @_route("GET", "/$export-status/{job_id}", "operation-export-status")
 async def export_status(request: Request, job_id: str) -> Response:
-    principal, bulk, job = await _own_job(request, job_id)
+    _, bulk, job = await _own_job(request, job_id)
     state = view(job, bulk.folder(job_id))
     if state.status == "gone":
         raise NotFound("This export was deleted or has expired")
@@ -140,14 +146,8 @@ async def export_status(request: Request, job_id: str) -> Response:
         error.issue_code = "exception"
         return fhir_response(orjson.dumps(error.outcome()), request, status=500)
     retry_after = max(1, int(round(bulk.settings.retry_after)))
-    key = (principal.client_id, job_id)
-    now = time.monotonic()
-    last = bulk.polls.get(key)
-    if last is not None and now - last < bulk.settings.retry_after * 0.5:
+    if files.polled_too_soon(bulk.folder(job_id), bulk.settings.retry_after * 0.5):
         raise TooManyRequests(retry_after)
-    bulk.polls[key] = now
-    if len(bulk.polls) > 10_000:
-        bulk.polls.clear()
     written = (state.progress or {}).get("written", 0)
     kind = (state.progress or {}).get("type") or "queued"
     progress = f"{written} resources written ({kind})" if state.progress else "queued"
@@ -167,11 +167,20 @@ async def export_cancel(request: Request, job_id: str) -> Response:
 
 @_route("GET", "/$export-file/{job_id}/{name}", "operation-export-file")
 async def export_file(request: Request, job_id: str, name: str) -> Response:
-    _, bulk, job = await _own_job(request, job_id)
+    principal, bulk, job = await _own_job(request, job_id)
     if not files.FILE_NAME.match(name):
         raise InvalidRequest("Not an export file name")
     folder = bulk.folder(job_id)
     path = folder / name
     if files.cancelled(folder) or not (folder / files.MANIFEST).exists() or not path.exists():
         raise NotFound("No such file (the export was deleted, has expired, or is not complete)")
-    return FileResponse(path, media_type=NDJSON, headers={"Cache-Control": "no-store"})
+    # once the whole file went out: a disclosure to the exporting client, for the accounting of
+    # disclosures (the patients it holds are read from the file after the response)
+    audit = current_audit.get()
+    disclosed = BackgroundTask(
+        disclosures.export_file_sent, path, recipient_client=principal.client_id, user=principal.fhir_user,
+        subject=principal.subject, address=audit.address if audit else None,
+        request_id=audit.request_id if audit else None, file_name=name)
+    headers = {"Cache-Control": "no-store", "Content-Length": str(sealed.plain_size(path))}
+    return StreamingResponse(iterate_in_threadpool(sealed.chunks(path)), media_type=NDJSON, headers=headers,
+                             background=disclosed)  # decrypted as it goes out (sealed.py)

@@ -12,7 +12,9 @@ section says so (text "None recorded.", emptyReason nilknown).
 
 The DocumentReference: status current, type 11488-4, category clinical-note, context.encounter;
 content[0] = the document (`Composition/{id}/$document`, application/fhir+json), content[1] = an
-HTML page of the section narratives stored as a Binary whose securityContext is the Patient.
+HTML page of the section narratives stored as a Binary whose securityContext is the Patient, with
+its `size` and `hash` (SHA-1) so a client can check what it downloaded (the document has neither:
+its bytes differ on every request, see compose_consultation).
 
 Corrections (register_document_hooks): a Condition, CarePlan or MedicationRequest of a completed
 visit that is created, changed or deleted afterwards makes a new Composition that `replaces` the
@@ -24,6 +26,7 @@ A change that alters nothing the document shows (an e-Rx delivery detail, a note
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 
 import orjson
@@ -35,7 +38,7 @@ from ..visit.lifecycle import review_task_id
 from . import narrative as n
 
 __all__ = ["compose_consultation", "current_composition", "register_document_hooks", "DocumentCorrections",
-           "CONSULT_NOTE", "CLINICAL_NOTE", "SECTION_TITLES"]
+           "attachment_integrity", "CONSULT_NOTE", "CLINICAL_NOTE", "SECTION_TITLES"]
 
 LOINC = "http://loinc.org"
 CONSULT_NOTE = {"system": LOINC, "code": "11488-4", "display": "Consult note"}
@@ -272,9 +275,8 @@ async def compose_consultation(uow: UnitOfWork, encounter_ref: str, *, replaces:
     composition = {k: v for k, v in composition.items() if v is not None}
     stored = await uow.write("Composition", composition_id, composition, method="POST", must_not_exist=True)
 
-    page = n.html_page(title, [(s["title"], s["text"]["div"]) for s in sections])
-    binary = {"resourceType": "Binary", "contentType": "text/html",
-              "data": base64.b64encode(page.encode("utf-8")).decode("ascii")}
+    page = n.html_page(title, [(s["title"], s["text"]["div"]) for s in sections]).encode("utf-8")
+    binary = {"resourceType": "Binary", "contentType": "text/html", "data": base64.b64encode(page).decode("ascii")}
     if subject:
         binary["securityContext"] = {"reference": subject}
     await uow.write("Binary", binary_id, binary, method="POST", must_not_exist=True)
@@ -292,9 +294,18 @@ async def compose_consultation(uow: UnitOfWork, encounter_ref: str, *, replaces:
         "author": [{"reference": author}],
         "description": title,
         "content": [
+            # No size or hash here: `$document` assembles the Bundle on every request, with a fresh
+            # identifier and timestamp (api/document_routes.py), so no two downloads have the same
+            # bytes and any hash would be wrong. Pointing at a persisted Bundle instead would fix the
+            # bytes, but a patient could not read it (stored Bundles are never patient-accessible:
+            # smart_auth/access.py), and its fullUrls need the public base URL, which a write hook
+            # does not know. So the document's integrity is left to the EHR's own copy.
             {"attachment": {"contentType": "application/fhir+json", "url": f"Composition/{composition_id}/$document",
                             "title": title, "creation": now}},
-            {"attachment": {"contentType": "text/html", "url": f"Binary/{binary_id}", "title": title, "creation": now}},
+            # The HTML page's bytes are fixed (the server writes this Binary once; a correction writes
+            # a new one): size and hash are of exactly what `GET Binary/{id}` returns raw.
+            {"attachment": {"contentType": "text/html", "url": f"Binary/{binary_id}", "title": title, "creation": now,
+                            **attachment_integrity(page)}},
         ],
         "context": {"encounter": [{"reference": encounter_ref}],
                     "related": [{"reference": f"Composition/{composition_id}"}]},
@@ -309,6 +320,11 @@ async def compose_consultation(uow: UnitOfWork, encounter_ref: str, *, replaces:
     docref = {k: v for k, v in docref.items() if v is not None}
     await uow.write("DocumentReference", docref_id, docref, method="POST", must_not_exist=True)
     return stored
+
+
+def attachment_integrity(content: bytes) -> dict:
+    """R4 Attachment.size (bytes) and Attachment.hash (base64 of the SHA-1 of the bytes) of `content`."""
+    return {"size": len(content), "hash": base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")}
 
 
 def _person_name(person: dict | None) -> str | None:

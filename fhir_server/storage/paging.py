@@ -24,8 +24,9 @@ def page_cursors(q: SearchQuery, positions: list[list], more: bool) -> tuple[tup
 
 
 def counts_total(q: SearchQuery) -> bool:
-    """Whether the client asked for the total (_total, or _summary=count)."""
-    return q.total in ("accurate", "estimate") or q.summary == "count"
+    """Whether the client asked for the total (_total, _summary=count, or _count=0: no entries,
+    only how many there are, which is how fhirpy's count() asks)."""
+    return q.total in ("accurate", "estimate") or q.summary == "count" or q.count == 0
 
 
 def free_total(q: SearchQuery, more: bool, matches: int) -> int | None:

@@ -1,7 +1,9 @@
 """Bulk Data Access 2.0 export end to end (fhir_server/exchange/bulk, api/bulk_routes.py): a real
 server with authorization on, a backend-services token (system/ scopes), kick-off at system,
 Patient and Group level, polling, the manifest, every file downloaded and parsed, counts against
-the store; _since, _type, _typeFilter at every level; DELETE; another client; 429; a restart."""
+the store; _since, _type, _typeFilter at every level; DELETE; another client; 429 (also across two
+server processes); the transactionTime cut-off and an incremental export with its deleted list; a
+job killed mid-export that goes on from its checkpoint."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import httpx
 import orjson
 import pytest
 
+from fhir_server.exchange.bulk import checkpoint, files
 from tests.e2e.smart_support import seed_two_patients, start_smart_server
-from tests.support import FHIR_JSON, ServerProcess
+from tests.support import FHIR_JSON, ServerProcess, free_port
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
@@ -178,6 +181,8 @@ def test_kickoff_validation(server):
         assert kickoff(server, "/$export", auth, {"_outputFormat": fmt, "_type": "Group"}).status_code == 202
     assert kickoff(server, "/$export", auth, {"_elements": "id"}).status_code == 400
     assert kickoff(server, "/$export", auth, {"includeAssociatedData": "LatestProvenanceResources"}).status_code == 400
+    until = kickoff(server, "/$export", auth, {"_until": "2030-01-01T00:00:00Z"})
+    assert until.status_code == 400 and "2.0.0" in until.text  # _until is Bulk Data 3.0, not 2.0.0
     lenient = {"Prefer": "respond-async, handling=lenient"}
     r = kickoff(server, "/$export", auth, {"_elements": "id", "_type": "Patient"}, headers=lenient)
     assert r.status_code == 202
@@ -205,6 +210,107 @@ def test_other_client_cannot_see_and_delete_removes(server):
     assert httpx.get(f"{server.base}/$export-status/unknownjob", headers=auth).status_code == 404
 
 
+# -- transactionTime cut-off, incremental export with deletions, two server processes ---------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A server whose jobs wait 2 s after transactionTime before reading (FHIR_EXPORT_SETTLE_SECONDS:
+    the window in which a test changes data after kick-off), and a second server process on the same
+    database and export folder (as `serve --workers 2` would be)."""
+    env = {"FHIR_EXPORT_RETRY_AFTER": "1", "FHIR_EXPORT_SETTLE_SECONDS": "2"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    first = second = None
+    try:
+        first = start_smart_server(tmp_path_factory.mktemp("bulk-pair"))
+        first.data = seed_two_patients(first)
+        first.put({"resourceType": "Group", "id": "grp-a", "type": "person", "actual": True,
+                   "member": [{"entity": {"reference": "Patient/pat-a"}}]})
+        second = ServerProcess(first.process.database, port=free_port(), auth=True,
+                               log_path=first.process.database.with_suffix(".second.log")).start()
+        yield first, second
+    finally:
+        for process in (second, first.process if first else None):
+            if process is not None:
+                process.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_changes_after_transaction_time_go_to_the_next_export(pair):
+    server, _ = pair
+    auth = token(server)
+    started = kickoff(server, "/$export", auth, {"_type": "Patient,Observation"})
+    assert started.status_code == 202
+    # after kick-off, before the job reads (it waits 2 s): an update, a deletion, a new resource
+    vital = dict(server.data["obs-a-vital"], status="amended")
+    server.put(vital)
+    writer = {"Authorization": f"Bearer {server.system_token()}"}
+    assert httpx.delete(f"{server.base}/Observation/obs-b-lab", headers=writer).status_code in (200, 204)
+    server.put(dict(server.data["obs-a-lab"], id="obs-a-new"))
+    done = wait(started.headers["Content-Location"], auth)
+    assert done.status_code == 200, done.text
+    first = done.json()
+    by_type: dict[str, set[str]] = {}
+    for item in first["output"]:
+        lines = httpx.get(item["url"], headers=auth).content.splitlines()
+        by_type.setdefault(item["type"], set()).update(orjson.loads(line)["id"] for line in lines)
+    assert by_type["Observation"] == {"obs-a-lab"}  # the three changed after transactionTime are the next one's
+    assert by_type["Patient"] == {"pat-a", "pat-b"}
+    assert "deleted" not in first  # no _since: no deleted list
+    since = first["transactionTime"]
+    # the incremental export (_since = the previous transactionTime) gets exactly those changes
+    manifest, changed = export(server, "/$export", auth, {"_type": "Patient,Observation", "_since": since})
+    assert ids(changed, "Observation") == {"obs-a-vital", "obs-a-new"} and "Patient" not in changed
+    assert [r["status"] for r in changed["Observation"] if r["id"] == "obs-a-vital"] == ["amended"]
+    assert _deleted_urls(manifest, auth) == ["Observation/obs-b-lab"]
+    assert manifest["transactionTime"] > since
+    # Group level: only the members' compartments (obs-b-lab was pat-b's)
+    manifest, group = export(server, "/Group/grp-a/$export", auth, {"_type": "Observation", "_since": since})
+    assert ids(group, "Observation") == {"obs-a-vital", "obs-a-new"}
+    assert manifest["deleted"] == []
+    # _type and the token's scopes bound the deletions too
+    manifest, _ = export(server, "/$export", auth, {"_type": "Patient", "_since": since})
+    assert manifest["deleted"] == []
+    manifest, _ = export(server, "/$export", token(server, "system/Patient.rs system/Encounter.rs"), {"_since": since})
+    assert manifest["deleted"] == []
+
+
+def _deleted_urls(manifest: dict, auth: dict) -> list[str]:
+    urls = []
+    for item in manifest["deleted"]:
+        assert item["type"] == "Bundle"
+        f = httpx.get(item["url"], headers=auth)
+        assert f.status_code == 200 and f.headers["content-type"].startswith("application/fhir+ndjson")
+        lines = [orjson.loads(line) for line in f.content.splitlines()]
+        assert len(lines) == item["count"]
+        for bundle in lines:
+            assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+            urls += [e["request"]["url"] for e in bundle["entry"] if e["request"]["method"] == "DELETE"]
+    return urls
+
+
+def test_polling_too_fast_is_caught_across_server_processes(pair):
+    first, second = pair
+    auth = token(first)
+    started = kickoff(first, "/$export", auth, {"_type": "Patient"})
+    status = started.headers["Content-Location"]
+    on_second = status.replace(first.base, second.base)
+    assert httpx.get(status, headers=auth).status_code == 202  # the job waits 2 s: still running
+    access, _ = first.auth.tokens.access_token(issuer=second.base, audience=second.base, client_id="ehr-backend",
+                                               subject="ehr-backend", scope="system/*.rs", grant_id=uuid.uuid4().hex)
+    auth = {"Authorization": f"Bearer {access}"}  # the same client, its token for the other process's URL
+    too_soon = httpx.get(on_second, headers=auth)  # the other process knows of that poll
+    assert too_soon.status_code == 429 and too_soon.headers["Retry-After"] == "1"
+    assert too_soon.json()["issue"][0]["code"] == "throttled"
+    time.sleep(1.1)
+    assert wait(on_second, auth).status_code == 200  # polling at the pace of Retry-After is fine
+
+
 # -- a job interrupted by a restart, polling too fast, split files ---------------------------------------------
 
 
@@ -226,7 +332,7 @@ async def _load_observations(database, n: int) -> None:
         await store.close()
 
 
-def test_restart_mid_job_runs_it_again(tmp_path):
+def test_job_killed_mid_export_goes_on_from_its_checkpoint(tmp_path):
     env = {"FHIR_EXPORT_RETRY_AFTER": "1", "FHIR_EXPORT_LEASE_SECONDS": "4", "FHIR_EXPORT_MAX_FILE_BYTES": "20000"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -242,17 +348,23 @@ def test_restart_mid_job_runs_it_again(tmp_path):
         assert httpx.get(status, headers=auth).status_code == 429  # polled faster than Retry-After
         folder = tmp_path / "fhir.db.exports" / status.rsplit("/", 1)[1]
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not list(folder.glob("Observation-*.ndjson")):
-            time.sleep(0.01)
-        server.process.kill()  # mid-job: the files so far stay behind, the lease with them
+        while time.monotonic() < deadline and len((checkpoint.load(folder) or checkpoint.Checkpoint()).outputs) < 3:
+            time.sleep(0.005)
+        server.process.kill()  # SIGKILL mid-job: the files so far stay behind, the lease with them
         assert not (folder / "manifest.json").exists()  # it really was interrupted
-        assert any(folder.iterdir())  # and had started writing
+        kept = {o.name: o.count for o in checkpoint.load(folder).outputs}
+        assert len(kept) >= 3 and sum(kept.values()) < n
+        stats = {name: ((folder / name).stat().st_ino, (folder / name).stat().st_mtime_ns) for name in kept}
         process = ServerProcess(server.process.database, port=server.process.port, auth=True).start()
         try:
             done = wait(status, auth, timeout=120)
             assert done.status_code == 200, done.text
             manifest = done.json()
-            assert len(manifest["output"]) > 1  # split at FHIR_EXPORT_MAX_FILE_BYTES
+            assert len(manifest["output"]) > len(kept)  # split at FHIR_EXPORT_MAX_FILE_BYTES
+            listed = {item["url"].rsplit("/", 1)[1]: item["count"] for item in manifest["output"]}
+            assert {name: listed.get(name) for name in kept} == kept  # the completed files are the manifest's ...
+            for name, stat in stats.items():  # ... as they were: kept, not written again
+                assert ((folder / name).stat().st_ino, (folder / name).stat().st_mtime_ns) == stat, name
             seen: set[str] = set()
             total = 0
             for item in manifest["output"]:
@@ -261,7 +373,8 @@ def test_restart_mid_job_runs_it_again(tmp_path):
                 assert len(lines) == item["count"] and len(f.content) <= 20_000
                 seen.update(orjson.loads(line)["id"] for line in lines)
                 total += len(lines)
-            assert total == len(seen) == n  # every resource exactly once: the rerun started clean
+            assert total == len(seen) == n  # every resource exactly once: nothing lost, nothing twice
+            assert not (folder / files.CHECKPOINT).exists()  # done: the checkpoint is gone with the job's state
         finally:
             process.stop()
     finally:

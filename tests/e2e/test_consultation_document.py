@@ -6,6 +6,9 @@ Needs the lead's app.py lines: document_routes.ROUTES mounted, register_document
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import httpx
 import pytest
 
@@ -119,6 +122,28 @@ def test_the_document_reference_points_at_the_document_and_a_readable_page(clien
     raw = client.get(f"/{page['url']}", headers={"Accept": "text/html"})
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/html")
     assert "Allergic contact dermatitis, left forearm" in raw.text and "<html" in raw.text
+
+
+def test_the_html_attachments_size_and_hash_are_of_the_bytes_a_client_downloads(client, visit):
+    [docref] = search(client, "DocumentReference", encounter=visit["encounter"])
+    document, page = (c["attachment"] for c in docref["content"])
+    # what a browser, a download tool and a client asking for the page's own type get: the same bytes
+    for accept in ("text/html,application/xhtml+xml,*/*;q=0.8", "*/*", "text/html"):
+        raw = client.get(f"/{page['url']}", headers={"Accept": accept})
+        assert raw.status_code == 200, raw.text
+        assert len(raw.content) == page["size"] > 1000
+        assert base64.b64encode(hashlib.sha1(raw.content).digest()).decode() == page["hash"]
+    # through the FHIR JSON form of the Binary too: its data decodes to the same bytes
+    data = base64.b64decode(client.get(f"/{page['url']}").json()["data"])
+    assert hashlib.sha1(data).digest() == base64.b64decode(page["hash"])
+    # the document is assembled on every request (fresh identifier and timestamp), so its bytes are
+    # not fixed and its attachment claims no size or hash
+    assert "size" not in document and "hash" not in document
+    first, second = (client.get(f"/{document['url']}").content for _ in range(2))
+    assert first != second
+    # the DocumentReference with them still passes the server's own validation
+    outcome = client.post("/DocumentReference/$validate", json=docref).json()
+    assert not [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")], outcome
 
 
 def test_a_correction_after_completion_makes_a_new_version_that_replaces_the_first(client):

@@ -117,6 +117,14 @@ def test_summary_count_gives_only_the_total(client, tag):
     assert bundle["total"] == 2 and "entry" not in bundle
 
 
+def test_count_zero_gives_the_real_total_and_no_entries(client, tag):
+    # fhirpy's count() asks this way (_count=0); a total of 0 there would be a false answer
+    _patient(client, tag)
+    _patient(client, tag)
+    bundle = client.get("/Patient", params={"family": tag, "_count": "0"}).json()
+    assert bundle["total"] == 2 and "entry" not in bundle
+
+
 def test_elements_subsets_and_marks_resources(client, tag):
     _patient(client, tag, gender="male", birthDate="2000-01-01")
     resource = client.get("/Patient", params={"family": tag, "_elements": "gender"}).json()["entry"][0]["resource"]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 
 from ...errors import FhirError
-from ...storage.serialization import format_instant
+from ...storage.serialization import format_instant, utc_now_ms
 from . import files
+from .cutoff import hold_past
 from .jobs import ExportRequest
 from .kickoff import _instant, parse_type_filters
 from .runner import DEFAULT_MAX_FILE_BYTES, manifest, run_export
@@ -55,21 +55,29 @@ async def export_to(database_url: str, output: Path, types: list[str] | None, si
     from ...storage import open_store
 
     chosen = types or sorted(all_resource_types())
-    request = ExportRequest(level="system", types=chosen, since=_instant(since) if since else None,
-                            type_filters=parse_type_filters(type_filters), client_id="cli", scope=None,
-                            transaction_time=format_instant(datetime.now(timezone.utc)), request_url="cli")
+    filters = parse_type_filters(type_filters)
     store = open_store(database_url)
     await store.open()
     bar = _Bar() if show_progress else None
     try:
+        # transactionTime: taken inside a unit of work (under the store's write lock, after whatever
+        # this process's store committed); a server writing the same database from another process
+        # is covered only as far as cutoff.py's settle time, which the CLI does not wait for
+        async with store.unit_of_work() as uow:
+            await uow.read("Patient", "-")
+            moment = utc_now_ms()
+            await hold_past(moment)
+        request = ExportRequest(level="system", types=chosen, since=_instant(since) if since else None,
+                                type_filters=filters, client_id="cli", scope=None,
+                                transaction_time=format_instant(moment), request_url="cli")
         files.clean(output)
-        outputs, errors = await run_export(store, request, output, max_file_bytes=max_file_bytes,
-                                           on_progress=bar.update if bar else None)
+        result = await run_export(store, request, output, max_file_bytes=max_file_bytes,
+                                  on_progress=bar.update if bar else None)
     finally:
         if bar is not None:
             bar.close()
         await store.close()
-    body = manifest(request, outputs, errors, lambda name: name)
+    body = manifest(request, result, lambda name: name)
     files.write_atomic(output / files.MANIFEST, orjson.dumps(body, option=orjson.OPT_INDENT_2))
     return body
 

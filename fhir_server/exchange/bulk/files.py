@@ -1,10 +1,13 @@
 """Where export files live and how they are written: `<db file>.exports/<job id>/` beside a SQLite
 database (FHIR_EXPORT_DIR overrides; other backends default to ./data/exports).
 
-A job's folder holds its NDJSON files (`Type-N.ndjson`, written as `.Type-N.ndjson.part` and
-renamed when complete), `progress.json` (resources written so far, rewritten atomically),
-`manifest.json` (written last: its presence means the export is complete) and `cancelled`
-(a DELETE: the job is gone for its client; the runner stops when it sees it).
+A job's folder holds its NDJSON files (`Type-N.ndjson`; deletions `Type.deleted-N.ndjson`;
+written as `.NAME.part` and renamed when complete), `checkpoint.ndjson` (the files completed so far
+and where to go on: checkpoint.py), `progress.json` (resources written so far, rewritten
+atomically), `manifest.json` (written last: its presence means the export is complete),
+`cancelled` (a DELETE: the job is gone for its client; the runner stops when it sees it) and
+`polled` (its mtime is the client's last status request: shared by every server process, so the
+429 "polled too fast" answer holds across `serve --workers N`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import orjson
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
+CHECKPOINT = "checkpoint.ndjson"
 CANCELLED = "cancelled"
-FILE_NAME = re.compile(r"^[A-Za-z]{1,64}-[0-9]{1,6}\.ndjson$")
+POLLED = "polled"
+FILE_NAME = re.compile(r"^[A-Za-z]{1,64}(\.deleted)?-[0-9]{1,6}\.ndjson$")
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -69,6 +74,28 @@ def clean(folder: Path, keep: tuple[str, ...] = ()) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+def polled_too_soon(folder: Path, min_interval: float, now: float | None = None) -> bool:
+    """Whether the last status request for this job came less than `min_interval` seconds ago;
+    records this one (when allowed). One stat and one utime: cheap enough for every poll. Two
+    processes answering the same instant may both allow it; a burst of polls is still caught."""
+    now = time.time() if now is None else now
+    marker = folder / POLLED
+    try:
+        last = marker.stat().st_mtime
+    except FileNotFoundError:
+        last = None
+    if last is not None and 0 <= now - last < min_interval:
+        return True
+    try:
+        if last is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        os.utime(marker, (now, now))
+    except FileNotFoundError:  # the folder was swept or cancelled meanwhile: nothing to remember
+        pass
+    return False
 
 
 def cancel(folder: Path) -> None:

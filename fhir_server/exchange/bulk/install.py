@@ -9,10 +9,15 @@ app.py:
 
 Settings come from the environment (the lead may add matching `serve` flags):
 FHIR_EXPORT_MAX_FILE_BYTES (default 100 MB), FHIR_EXPORT_RETENTION (seconds, default 86400),
-FHIR_EXPORT_LEASE_SECONDS (default 600: a job running longer than 95% of it is cut off and tried
-again; a job whose server died is taken over when its lease ends), FHIR_EXPORT_RETRY_AFTER
-(seconds a client should wait between polls, default 2), FHIR_EXPORT_DIR (default beside the
-SQLite file: `<db>.exports`).
+FHIR_EXPORT_LEASE_SECONDS (default 600: a job running longer than 95% of it is cut off and goes on
+from its checkpoint in the next attempt; a job whose server died is taken over, from its
+checkpoint, when its lease ends), FHIR_EXPORT_RETRY_AFTER (seconds a client should wait between
+polls, default 2), FHIR_EXPORT_SETTLE_SECONDS (how long after transactionTime a job waits before
+reading: cutoff.py; default 0), FHIR_EXPORT_DIR
+(default beside the SQLite file: `<db>.exports`).
+
+A job's transactionTime is its kick-off's unit-of-work stamp (OutboxJob.created_at; cutoff.py says
+why that loses no change), so a rerun of the same job keeps the same cut-off.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -29,7 +34,9 @@ import orjson
 from ...outbox import OutboxWorker
 from ...outbox.worker import Backoff
 from ...storage.base import OutboxJob
+from ...storage.serialization import format_instant
 from . import files
+from .cutoff import barrier, settle_default
 from .jobs import JOB_KIND, ExportRequest
 from .runner import DEFAULT_MAX_FILE_BYTES, Cancelled, manifest, run_export
 
@@ -45,16 +52,19 @@ class BulkSettings:
     retention_seconds: float = 24 * 3600.0
     lease_seconds: float = 600.0
     retry_after: float = 2.0
+    settle_seconds: float = 0.0
 
     @classmethod
-    def from_env(cls, database_url: str) -> "BulkSettings":
+    def from_env(cls, database_url: str, workers: int = 1) -> "BulkSettings":
         env = os.environ
+        settle = env.get("FHIR_EXPORT_SETTLE_SECONDS")
         return cls(
             root=files.export_root(database_url),
             max_file_bytes=int(env.get("FHIR_EXPORT_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES)),
             retention_seconds=float(env.get("FHIR_EXPORT_RETENTION", 24 * 3600)),
             lease_seconds=float(env.get("FHIR_EXPORT_LEASE_SECONDS", 600)),
             retry_after=float(env.get("FHIR_EXPORT_RETRY_AFTER", 2)),
+            settle_seconds=float(settle) if settle is not None else settle_default(database_url, workers),
         )
 
 
@@ -64,7 +74,6 @@ class BulkComponents:
     settings: BulkSettings
     worker: OutboxWorker
     routes: list
-    polls: dict[tuple[str, str], float] = field(default_factory=dict)  # (client, job) -> last poll (monotonic)
     _sweep: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -94,11 +103,12 @@ class BulkComponents:
 def export_handler(store, settings: BulkSettings):
     async def handle(job: OutboxJob) -> None:
         request = ExportRequest.from_payload(job.payload)
+        request.transaction_time = format_instant(job.created_at)
         folder = files.job_dir(settings.root, job.id)
         if files.cancelled(folder) or (folder / files.MANIFEST).exists():
             return
-        files.clean(folder)  # an earlier attempt's files (its server died): start over
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # an earlier attempt's files stay: the runner goes on from them
+        await barrier(store, job.created_at, settings.settle_seconds)
         last = [0.0]
 
         def on_progress(p) -> None:
@@ -111,19 +121,19 @@ def export_handler(store, settings: BulkSettings):
                 "types_total": p.types_total}))
 
         try:
-            outputs, errors = await run_export(store, request, folder, max_file_bytes=settings.max_file_bytes,
-                                               on_progress=on_progress,
-                                               is_cancelled=lambda: files.cancelled(folder))
+            result = await run_export(store, request, folder, max_file_bytes=settings.max_file_bytes,
+                                      on_progress=on_progress, is_cancelled=lambda: files.cancelled(folder))
         except Cancelled:
             files.clean(folder, keep=(files.CANCELLED,))
             return
         if files.cancelled(folder):
             files.clean(folder, keep=(files.CANCELLED,))
             return
-        body = manifest(request, outputs, errors, lambda name: f"{request.base}/$export-file/{job.id}/{name}")
+        body = manifest(request, result, lambda name: f"{request.base}/$export-file/{job.id}/{name}")
         files.write_atomic(folder / files.MANIFEST, orjson.dumps(body))
         (folder / files.PROGRESS).unlink(missing_ok=True)
-        log.info("bulk export job %s: %d files", job.id, len(outputs))
+        (folder / files.CHECKPOINT).unlink(missing_ok=True)
+        log.info("bulk export job %s: %d files, %d deleted files", job.id, len(result.output), len(result.deleted))
 
     return handle
 
@@ -132,7 +142,7 @@ def bulk_components(store, settings) -> BulkComponents:
     """`settings`: the server's Settings (its database_url places the files)."""
     from ...api.bulk_routes import ROUTES
 
-    bulk_settings = BulkSettings.from_env(settings.database_url)
+    bulk_settings = BulkSettings.from_env(settings.database_url, getattr(settings, "workers", 1))
     worker = OutboxWorker(store, {JOB_KIND: export_handler(store, bulk_settings)},
                           lease_seconds=bulk_settings.lease_seconds, handler_timeout=bulk_settings.lease_seconds * 0.95,
                           max_attempts=3, concurrency=2, backoff=Backoff(base=2.0, cap=60.0), poll_interval=1.0)

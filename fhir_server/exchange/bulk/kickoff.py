@@ -3,9 +3,11 @@ parameters, checked, into an ExportRequest.
 
 GET takes the parameters in the query string; POST takes a FHIR Parameters body (and the
 query string too). Comma lists and repeats mean the same. Parameters this server does not
-support (`_elements`, `includeAssociatedData`, anything unknown) are refused with 400 unless the
-client sent `Prefer: handling=lenient`; they are then ignored and named in the manifest's error
-file as warnings. `_type` is cut down to what the token may search (`system/` scopes only).
+support (`_elements`, `includeAssociatedData`, `_until`, anything unknown) are refused with 400
+unless the client sent `Prefer: handling=lenient`; they are then ignored and named in the
+manifest's error file as warnings. `_until` is a Bulk Data 3.0 parameter, not 2.0.0's (and the
+manifest's transactionTime already bounds every export); `includeAssociatedData` is refused whatever
+its value: without it every Provenance in scope is exported like any other type, as 2.0.0 asks. `_type` is cut down to what the token may search (`system/` scopes only).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from .jobs import ExportRequest
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 SUPPORTED = {"_outputFormat", "_since", "_type", "_typeFilter", "patient"}
 # search parameters a _typeFilter query may not use (export.md: _include and _sort SHALL NOT)
+WHY_UNSUPPORTED = {
+    "_until": "_until is not a Bulk Data 2.0.0 parameter (it came with 3.0.0)",
+    "includeAssociatedData": "includeAssociatedData (LatestProvenanceResources, RelevantProvenanceResources) is not "
+                             "supported; Provenance is exported as a type of its own (_type=Provenance)",
+    "_elements": "_elements is not supported (resources are exported whole)",
+}
 _TYPE_FILTER_FORBIDDEN = {"_include", "_revinclude", "_sort", "_count", "_summary", "_elements", "_total",
                           "_contained", "_containedType"}
 
@@ -115,10 +123,10 @@ def parse_kickoff(
     warnings: list[str] = []
     for name in grouped:
         if name not in SUPPORTED:
+            why = WHY_UNSUPPORTED.get(name, f"Parameter '{name}' is not supported by this server's export")
             if not lenient:
-                raise InvalidRequest(f"Parameter '{name}' is not supported by this server's export "
-                                     "(send 'Prefer: handling=lenient' to have it ignored)", expression=name)
-            warnings.append(f"Parameter '{name}' is not supported and was ignored")
+                raise InvalidRequest(f"{why} (send 'Prefer: handling=lenient' to have it ignored)", expression=name)
+            warnings.append(f"{why}; ignored")
 
     formats = grouped.get("_outputFormat", [])
     if formats and formats[-1] not in OUTPUT_FORMATS:
@@ -139,7 +147,9 @@ def parse_kickoff(
             warnings.append(f"_type: {text}; ignored")
         types = [t for t in dict.fromkeys(asked) if t in level_types]
     else:
-        types = level_types
+        # the audit trail is exported only when asked for by name (`_type=AuditEvent`, with a token
+        # that may read it): an EHR's export of its patients' data is not a copy of who looked at it
+        types = [t for t in level_types if t != "AuditEvent"]
     if not principal.unrestricted:
         permitted = [t for t in types if _system_may_search(principal, t)]
         cut = [t for t in types if t not in permitted]
