@@ -21,16 +21,17 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .consent import Offer, is_clinician
+from .lifetimes import SESSION_MAX_SECONDS
 from .pages import render_consent, render_login, render_patient_picker
 from .passwords import verify_secret
 from .scopes import LAUNCH_ENCOUNTER, OFFLINE_ACCESS, ONLINE_ACCESS
 from .server import SmartAuthorizationServer
 from .store.records import BrowserSession, Grant, Launch, PendingAuthorization, User
+from .security_events import CONSENT, LOGIN, LOGOUT, report
 from .web import (NO_STORE, auth_service, error_page, fhir_base, form_pairs, html_page, in_thread, oauth_response,
                   smart_request)
 
 SESSION_COOKIE = "smart_session"
-SESSION_LIFETIME = 30 * 60
 PENDING_LIFETIME = 10 * 60
 LAUNCH_LIFETIME = 5 * 60
 LOGIN_WINDOW = 15 * 60  # failed sign-ins counted over this window...
@@ -64,10 +65,20 @@ async def current_session(request: Request) -> tuple[BrowserSession, User] | Non
         return None
     records = auth_service(request).records
     session = await in_thread(records.session, session_id)
-    if session is None:
+    if session is None:  # never issued, signed out, or idle past its timeout (the store expired it)
         return None
     user = await in_thread(records.user, session.username)
-    return (session, user) if user is not None else None
+    if user is None:
+        return None
+    await in_thread(records.put_session, _touched(session, auth_service(request).lifetimes.session_idle))
+    return session, user
+
+
+def _touched(session: BrowserSession, idle: int) -> BrowserSession:
+    """Automatic logoff: a session lives `idle` seconds past its latest request, and never more
+    than SESSION_MAX_SECONDS after the sign-in."""
+    session.expires_at = min(time.time() + idle, session.created_at + SESSION_MAX_SECONDS)
+    return session
 
 
 async def _validated(request: Request, pending: PendingAuthorization):
@@ -169,6 +180,8 @@ async def login(request: Request) -> Response:
     account = f"user:{username}|{address}"
     if _too_many(await in_thread(records.login_failures, account)) or _too_many(
             await in_thread(records.login_failures, address)):
+        report(request, LOGIN, False, username=username or None, client_id=pending.client_id if pending else None,
+               detail="locked out: too many failures")
         return _login_page(request, hidden, client_name, username=username, status=429,
                            error=f"Too many failed sign-ins; try again in {LOGIN_WINDOW // 60} minutes")
     user = await in_thread(records.user, username) if username else None
@@ -177,11 +190,15 @@ async def login(request: Request) -> Response:
     if user is None or not ok:
         await in_thread(records.record_login_failure, account, LOGIN_WINDOW)
         await in_thread(records.record_login_failure, address, LOGIN_WINDOW)
+        report(request, LOGIN, False, username=username or None, client_id=pending.client_id if pending else None,
+               detail="wrong username or password")
         return _login_page(request, hidden, client_name, username=username, status=401,
                            error="Wrong username or password")
     await in_thread(records.clear_login_failures, account)
-    session = BrowserSession(id=secrets.token_urlsafe(32), username=user.username,
-                             expires_at=time.time() + SESSION_LIFETIME)
+    report(request, LOGIN, True, username=user.username, fhir_user=user.fhir_user,
+           client_id=pending.client_id if pending else None)
+    session = _touched(BrowserSession(id=secrets.token_urlsafe(32), username=user.username),
+                       auth_service(request).lifetimes.session_idle)
     await in_thread(records.put_session, session)
     if pending is not None:
         pending.session_id = session.id
@@ -190,7 +207,8 @@ async def login(request: Request) -> Response:
     else:
         target = f"{fhir_base(request)}{next_path}"
     response = RedirectResponse(target, status_code=303, headers=NO_STORE)
-    response.set_cookie(SESSION_COOKIE, session.id, max_age=SESSION_LIFETIME, path="/auth", httponly=True,
+    # A browser-session cookie (no max_age): the server's record decides when the session ends.
+    response.set_cookie(SESSION_COOKIE, session.id, path="/auth", httponly=True,
                         samesite="lax", secure=fhir_base(request).startswith("https:"))
     return response
 
@@ -199,6 +217,7 @@ async def logout(request: Request) -> Response:
     signed_in = await current_session(request)
     if signed_in is not None:
         await in_thread(auth_service(request).records.remove_session, signed_in[0].id)
+        report(request, LOGOUT, True, username=signed_in[1].username, fhir_user=signed_in[1].fhir_user)
     response = html_page("<!doctype html><title>Signed out</title><p>You are signed out.</p>")
     response.delete_cookie(SESSION_COOKIE, path="/auth")
     return response
@@ -282,6 +301,8 @@ async def consent(request: Request) -> Response:
     server = _server(request)
     if form.get("decision") != "allow":
         await in_thread(records.remove_pending, pending.id)
+        report(request, CONSENT, True, username=user.username, fhir_user=user.fhir_user,
+               client_id=pending.client_id, detail="deny")
         status, body, headers = await in_thread(server.create_authorization_response, oauth_request, None, grant)
         return oauth_response(status, body, headers)
     posted = [word for key, value in pairs if key == "scope" for word in value.split()]
@@ -308,6 +329,8 @@ async def consent(request: Request) -> Response:
     )}
     status, body, headers = await in_thread(server.create_authorization_response, oauth_request, user, grant)
     await in_thread(records.remove_pending, pending.id)
+    report(request, CONSENT, True, username=user.username, fhir_user=user.fhir_user, client_id=pending.client_id,
+           grant_id=oauth_request.consent["grant"].id, detail=f"allow {approved.text}")
     return oauth_response(status, body, headers)
 
 

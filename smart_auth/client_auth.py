@@ -24,6 +24,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from fhir_server import outbound
+
 from .clients import PRIVATE_KEY_JWT, SmartClient
 from .store.records import AuthRecords, token_hash, REFRESH
 
@@ -69,7 +71,8 @@ class JwksCache:
 
     @staticmethod
     def _http_get(url: str) -> tuple[dict, str | None]:
-        response = httpx.get(url, headers={"Accept": "application/json"}, timeout=5.0, follow_redirects=False)
+        # certificates verified against the server's outbound trust store (fhir_server/outbound.py)
+        response = outbound.get(url, headers={"Accept": "application/json"}, timeout=5.0, follow_redirects=False)
         response.raise_for_status()
         return response.json(), response.headers.get("cache-control")
 

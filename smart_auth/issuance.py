@@ -9,11 +9,13 @@ import secrets
 import time
 import uuid
 
+from .lifetimes import Lifetimes
 from .scopes import FHIR_USER, OFFLINE_ACCESS, ONLINE_ACCESS, OPENID, PROFILE, ScopeSet
 from .store.records import AuthRecords, Grant, RefreshToken, token_hash
-from .tokens import ACCESS_TOKEN_LIFETIME, BACKEND_TOKEN_LIFETIME, TokenService
+from .tokens import BACKEND_TOKEN_LIFETIME, TokenService
 
-OFFLINE_PERIOD = 90 * 24 * 3600  # ONC: refresh tokens valid for at least three months, renewable
+OFFLINE_PERIOD = 90 * 24 * 3600  # ONC: refresh tokens valid for at least three months, renewable (up to
+# Lifetimes.refresh_token_max after the approval, which rotation does not extend)
 ONLINE_PERIOD = 12 * 3600  # online_access: about a working day's session
 
 
@@ -27,9 +29,10 @@ def refresh_period(scope: str) -> float | None:
 
 
 class TokenIssuer:
-    def __init__(self, records: AuthRecords, tokens: TokenService):
+    def __init__(self, records: AuthRecords, tokens: TokenService, lifetimes: Lifetimes | None = None):
         self.records = records
         self.tokens = tokens
+        self.lifetimes = lifetimes or Lifetimes()
 
     def backend_grant(self, client_id: str, scope: str) -> Grant:
         """Backend services have no user and no refresh: each token gets a grant of its own, so
@@ -40,7 +43,8 @@ class TokenIssuer:
         return grant
 
     def issue(self, *, issuer: str, grant: Grant, scope: str, backend: bool = False) -> dict:
-        lifetime = BACKEND_TOKEN_LIFETIME if backend else ACCESS_TOKEN_LIFETIME
+        access = self.lifetimes.access_token
+        lifetime = min(BACKEND_TOKEN_LIFETIME, access) if backend else access
         access_token, _ = self.tokens.access_token(
             issuer=issuer, audience=issuer, client_id=grant.client_id, subject=grant.username or grant.client_id,
             scope=scope, grant_id=grant.id, lifetime=lifetime, patient=grant.patient, encounter=grant.encounter,
@@ -59,14 +63,17 @@ class TokenIssuer:
             body["id_token"] = self.tokens.id_token(
                 issuer=issuer, client_id=grant.client_id, subject=grant.username,
                 fhir_user=f"{issuer}/{grant.fhir_user}" if grant.fhir_user and FHIR_USER in scopes else None,
-                nonce=grant.nonce, auth_time=grant.auth_time,
+                nonce=grant.nonce, auth_time=grant.auth_time, lifetime=lifetime,
             )
         period = None if backend else refresh_period(grant.scope)
         if period is not None:
             # Rotation (DESIGN.md): every refresh answers with a new refresh token and renews the
             # grant's period; the old one is spent, and presenting it again revokes the grant.
+            # The renewal stops at the absolute limit counted from the approval (automatic logoff).
+            grant.expires_at = min(time.time() + period, grant.created_at + self.lifetimes.refresh_token_max)
+            if grant.expires_at <= time.time():
+                return body  # past the absolute limit already (a code exchanged that late): no refresh
             refresh = secrets.token_urlsafe(48)
-            grant.expires_at = time.time() + period
             self.records.put_grant(grant)
             self.records.put_refresh_token(RefreshToken(token_hash(refresh), grant.id, grant.client_id, grant.scope,
                                                         expires_at=grant.expires_at))

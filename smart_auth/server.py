@@ -66,7 +66,7 @@ class SmartAuthorizationServer(AuthorizationServer):
         super().__init__()  # no scopes_supported: v2 query scopes make the set open-ended
         self.service = service
         records, tokens = service.records, service.tokens
-        issuer = TokenIssuer(records, tokens)
+        issuer = TokenIssuer(records, tokens, service.lifetimes)
         self.jwks_cache = JwksCache()
         self.register_client_auth_method("none", public_client_authenticator(records))
         self.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJwt(records, self.jwks_cache))

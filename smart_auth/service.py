@@ -10,16 +10,18 @@ import asyncio
 import time
 
 from .keys import KeyRing
+from .lifetimes import Lifetimes
 from .store import AuthRecords, RecordStore, open_record_store
 from .tokens import RevokedGrants, TokenService
 
 
 class AuthService:
-    KEY_RELOAD_EVERY = 60.0  # seconds: how soon a `keys rotate` reaches running servers
+    KEY_RELOAD_EVERY = 60.0  # seconds: how soon a `signing-keys rotate` reaches running servers
     PURGE_EVERY = 600.0  # seconds: expired codes, grants, jtis, sessions are deleted this often
 
-    def __init__(self, store: RecordStore):
+    def __init__(self, store: RecordStore, lifetimes: Lifetimes | None = None):
         self.store = store
+        self.lifetimes = lifetimes or Lifetimes()  # sessions, access and refresh tokens (automatic logoff)
         self.records = AuthRecords(store)
         self.keys = KeyRing(self.records)
         self.revoked = RevokedGrants(self.records)
@@ -28,8 +30,8 @@ class AuthService:
         self._purged = 0.0
 
     @classmethod
-    def from_url(cls, database_url: str) -> "AuthService":
-        return cls(open_record_store(database_url))
+    def from_url(cls, database_url: str, lifetimes: Lifetimes | None = None) -> "AuthService":
+        return cls(open_record_store(database_url), lifetimes)
 
     def open_sync(self) -> None:
         self.store.open()

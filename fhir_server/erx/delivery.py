@@ -70,6 +70,8 @@ from mappers.ncpdp.reflect import (
     transport_failure,
 )
 
+from .. import outbound
+from ..audit import disclosures
 from ..outbox import Permanent, RetryLater
 from ..storage.base import OutboxJob
 from ..storage.errors import VersionConflict
@@ -224,7 +226,7 @@ class HttpDelivery:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            self._client = outbound.async_client(follow_redirects=False)  # verifies certificates
         return self._client
 
     def consequences(self, medication_request: dict, task: dict) -> DeliveryChanges:
@@ -281,6 +283,9 @@ class ErxDelivery(HttpDelivery):
             await context.transport_failed(f"the gateway answered HTTP {status}", after=_retry_after(headers))
         if not 200 <= status < 300:
             await context.refused(f"the gateway refused the message: HTTP {status}")
+        # the gateway took the message: the prescription has been disclosed (the accounting's record)
+        await disclosures.prescription_sent(self.store, mr_ref, self.settings.gateway_url,
+                                            f"NCPDP SCRIPT {message_type} to the e-prescribing gateway")
         if content is None:
             await context.transport_failed(f"the gateway's answer is over {MAX_INBOUND_BYTES} bytes")
 
