@@ -1,6 +1,6 @@
 """Administration commands: register SMART clients and users, rotate the signing keys.
 
-`python -m fhir_server clients|users|keys ...` (fhir_server/cli.py adds these subcommands from
+`python -m fhir_server clients|users|signing-keys ...` (fhir_server/cli.py adds these subcommands from
 add_commands below). They write into the same database as the FHIR data, through the record
 store, so a running server sees a new client or user at its next look-up. Each command is a small
 function over AuthRecords that tests can call directly; the argparse handlers only parse, call
@@ -15,7 +15,6 @@ import argparse
 import ipaddress
 import json
 import re
-import sqlite3
 import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +23,8 @@ from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from pymongo.errors import PyMongoError
+
+from fhir_server.storage.sqlite.driver import DATABASE_ERRORS  # sqlite3's and SQLCipher's (encrypted store)
 
 from .keys import KeyRing
 from .passwords import hash_secret
@@ -289,7 +290,7 @@ def _runner(action: Callable[[argparse.Namespace], list[str]]) -> Callable[[argp
         except AdminError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        except (sqlite3.Error, PyMongoError) as exc:  # the database failed mid-command: one line, not a traceback
+        except (*DATABASE_ERRORS, PyMongoError) as exc:  # the database failed mid-command: one line, not a traceback
             print(f"error: database: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_REFUSED
         for line in lines:
@@ -300,7 +301,7 @@ def _runner(action: Callable[[argparse.Namespace], list[str]]) -> Callable[[argp
 
 
 def add_commands(commands: argparse._SubParsersAction, default_database: str) -> None:
-    """Add the clients, users and keys subcommands; each leaf sets `admin` to its handler
+    """Add the clients, users and signing-keys subcommands; each leaf sets `admin` to its handler
     (args -> exit status), which fhir_server/cli.py calls."""
 
     def leaf(group: argparse._SubParsersAction, name: str, help: str,
@@ -338,7 +339,8 @@ def add_commands(commands: argparse._SubParsersAction, default_database: str) ->
     leaf(users, "list", "list users: username, fhirUser", _users_list)
     leaf(users, "remove", "remove a user", _users_remove).add_argument("--username", required=True)
 
-    keys = commands.add_parser("keys", help="the server's token signing keys").add_subparsers(
+    # `signing-keys`: `keys` names the encryption keys of data at rest (fhir_server/security/cli.py)
+    keys = commands.add_parser("signing-keys", help="the server's token signing keys").add_subparsers(
         dest="action", required=True)
     leaf(keys, "rotate", "make a new signing key and retire the others", _keys_rotate)
     leaf(keys, "list", "list signing keys: kid, created, retired", _keys_list)

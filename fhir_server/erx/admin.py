@@ -19,12 +19,12 @@ import argparse
 import asyncio
 import logging
 import os
-import sqlite3
 import sys
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import AsyncIterator, Callable
 
+from ..storage.sqlite.driver import DATABASE_ERRORS
 from ..storage.base import DEAD, JOB_STATES, LEASED, PENDING, OutboxJob
 from .delivery import JOB_KIND, reopen_transmission
 from .fhir_pharmacy import JOB_KIND as FHIR_JOB_KIND
@@ -132,7 +132,7 @@ def _runner(action: Callable[[argparse.Namespace], object]) -> Callable[[argpars
         except AdminError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        except (sqlite3.Error, PyMongoError) as exc:  # the database failed mid-command
+        except (*DATABASE_ERRORS, PyMongoError) as exc:  # the database failed mid-command (SQLite or SQLCipher)
             print(f"error: database: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_REFUSED
         for line in lines:

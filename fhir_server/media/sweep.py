@@ -42,7 +42,7 @@ async def sweep_orphans(blobs: BlobStore, reader: ResourceReader, *, grace: time
                if written < cutoff and not await referenced(reader, key)]
     for key in orphans:
         await blobs.delete(key)
-    if isinstance(blobs, FileBlobStore):
+    if isinstance(getattr(blobs, "inner", blobs), FileBlobStore):  # also behind the encrypting wrapper
         for path in blobs.stale_uploads(cutoff):  # temporary files of uploads cut off by a crash
             path.unlink(missing_ok=True)
     if orphans:

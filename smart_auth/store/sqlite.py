@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import orjson
 
+from fhir_server.storage.sqlite.driver import connect
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS auth_records (
     kind TEXT NOT NULL,
@@ -50,7 +52,7 @@ class SQLiteRecordStore:
 
     def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = connect(self.path)  # the FHIR store's own opener: the same file, the same key
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")

@@ -216,13 +216,13 @@ def test_user_password_must_not_be_empty(db):
                                                      "--fhir-user", "Patient/1")
 
 
-# -- keys --------------------------------------------------------------------------------------------
+# -- signing-keys ----------------------------------------------------------------------------------------
 
-def test_keys_rotate_and_list(db):
-    assert ok("keys", "list", "--database", db) == []
-    first = ok("keys", "rotate", "--database", db)[0].split()[3]
-    second = ok("keys", "rotate", "--database", db)[0].split()[3]
-    lines = [line.split("\t") for line in ok("keys", "list", "--database", db)]
+def test_signing_keys_rotate_and_list(db):
+    assert ok("signing-keys", "list", "--database", db) == []
+    first = ok("signing-keys", "rotate", "--database", db)[0].split()[3]
+    second = ok("signing-keys", "rotate", "--database", db)[0].split()[3]
+    lines = [line.split("\t") for line in ok("signing-keys", "list", "--database", db)]
     assert [kid for kid, _, _ in lines] == [first, second]
     assert lines[0][2] != "-" and lines[1][2] == "-"  # the old key retired, the new one signs
     listed = "\n".join("\t".join(line) for line in lines)

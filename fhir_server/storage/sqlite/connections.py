@@ -15,13 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from . import driver
+
 T = TypeVar("T")
 
 _SCHEMA = (Path(__file__).with_name("schema.sql")).read_text()
 
 
 def _connect(path: str, *, synchronous: str, read_only: bool) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = driver.connect(path)  # plain SQLite, or SQLCipher keyed with the process's key ring
     conn.execute("PRAGMA busy_timeout = 10000")
     if read_only:
         conn.execute("PRAGMA query_only = 1")
