@@ -4,7 +4,7 @@ Each AuditEvent carries, in the extension below, its position in the trail, the 
 before it and its own hash: SHA-256 over the event's canonical JSON (keys sorted, no `meta`, which
 the store writes, and without the hash itself), which includes the previous hash. Altering a
 stored event changes its hash; deleting one breaks the next event's link to it. Events are
-appended inside units of work that writing serialises (UnitOfWork.latest_of_type), so the trail
+appended under the store's write lock (UnitOfWork.append_chained), so the trail
 is one chain however many worker processes write to it.
 
 Removing the newest events leaves a shorter chain that is still whole: `audit verify` prints the

@@ -48,14 +48,17 @@ class AuditTrail:
         """Append the records' AuditEvents to the chain inside `uow` (they commit with it)."""
         if not records:
             return
-        previous = await uow.latest_of_type(AUDIT_EVENT)
-        link = chain.link_of(previous.body if previous is not None else None)
-        events = []
-        for record in records:
-            event_id = str(uuid.uuid4())
-            sealed, link = chain.seal(audit_event(record, event_id, self.server), link)
-            events.append((event_id, sealed))
-        await uow.append_new(AUDIT_EVENT, events)
+        def sealed(previous: bytes | None) -> list[tuple[str, dict]]:
+            link = chain.link_of(previous)
+            events = []
+            for record in records:
+                event_id = str(uuid.uuid4())
+                event, link = chain.seal(audit_event(record, event_id, self.server), link)
+                events.append((event_id, event))
+            return events
+
+        # one step under the write lock: the chain's head is read and the events written after it
+        await uow.append_chained(AUDIT_EVENT, sealed)
 
     # -- batched ----------------------------------------------------------------------------------
 

@@ -156,15 +156,15 @@ class UnitOfWork(ResourceReader, Protocol):
     ) -> StoredVersion | None:
         """Record a deletion; return the marker, or None when there was nothing live to delete."""
 
-    async def append_new(self, resource_type: str, resources: list[tuple[str, dict]]) -> None:
-        """Create new resources of one type, (id, resource) pairs, as write(..., method="POST",
-        must_not_exist=True) would, without returning them: the audit trail appends its batches so."""
-
-    async def latest_of_type(self, resource_type: str) -> StoredVersion | None:
-        """The version of any resource of this type written last, in this unit of work's view. Units
-        of work that write are serialised (SQLite's write lock, the Mongo change counter), so a
-        record appended after it is appended after it in the store too: the audit trail's hash
-        chain (fhir_server/audit/chain.py) links each AuditEvent to this one."""
+    async def append_chained(
+        self, resource_type: str, build: Callable[[bytes | None], list[tuple[str, dict]]]
+    ) -> None:
+        """Create new resources of one type as `build` makes them from the stored body of the
+        latest version of that type (None when there is none): (id, resource) pairs, created as
+        write(..., method="POST", must_not_exist=True) would. The latest version is read and the new
+        ones written in one step under the write lock, so what `build` chains to is what precedes it
+        in the store (the audit trail's hash chain, fhir_server/audit/chain.py); on SQLite `build`
+        runs on the writer thread, with no other request's work in between."""
 
     async def enqueue(
         self, kind: str, key: str, payload: dict, *, available_at: datetime | None = None

@@ -35,7 +35,7 @@ import random
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator, Collection
+from typing import Any, AsyncIterator, Callable, Collection
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
@@ -466,14 +466,16 @@ class MongoUnitOfWork:
         await self._begin()
         return await mongo_search.search(self._store.resources, query, self._session)
 
-    async def append_new(self, resource_type: str, resources: list[tuple[str, dict]]) -> None:
-        for id, resource in resources:
-            await self.write(resource_type, id, resource, method="POST", must_not_exist=True)
-
-    async def latest_of_type(self, resource_type: str) -> StoredVersion | None:
+    async def append_chained(
+        self, resource_type: str, build: Callable[[bytes | None], list[tuple[str, dict]]]
+    ) -> None:
+        # every writing transaction holds the change counter from its first write (_begin), so the
+        # latest version read here is the one before these in commit order
         await self._begin()
         doc = await self._store.versions.find_one({"type": resource_type}, sort=[("_id", -1)], session=self._session)
-        return from_version(doc) if doc else None
+        latest = from_version(doc) if doc else None
+        for id, resource in build(latest.body if latest is not None else None):
+            await self.write(resource_type, id, resource, method="POST", must_not_exist=True)
 
     # -- writes ------------------------------------------------------------------------------
 

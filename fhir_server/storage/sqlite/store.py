@@ -250,9 +250,6 @@ class SQLiteUnitOfWork:
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self._run(search.search, query)
 
-    async def latest_of_type(self, resource_type: str) -> StoredVersion | None:
-        return await self._run(queries.latest_of_type, resource_type)
-
     async def write(
         self,
         resource_type: str,
@@ -282,12 +279,13 @@ class SQLiteUnitOfWork:
 
         return await self._run(write)
 
-    async def append_new(self, resource_type: str, resources: list[tuple[str, dict]]) -> None:
-        """Create several new resources of one type in one hop to the writer thread (the audit
-        trail's batches): each id must be new; none is returned."""
+    async def append_chained(
+        self, resource_type: str, build: Callable[[bytes | None], list[tuple[str, dict]]]
+    ) -> None:
         def append(conn) -> None:
             stamp = self._stamp
-            for id, resource in resources:
+            latest = queries.latest_of_type(conn, resource_type)
+            for id, resource in build(latest.body if latest is not None else None):
                 # a new id: the UNIQUE (type, id, version) constraint refuses one that exists
                 document = versioned_resource(resource, id, 1, stamp)
                 _, rid = queries.insert_version(
