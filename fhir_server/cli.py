@@ -56,6 +56,16 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
                             "[FHIR_PRESCRIBING_RULES]")
     serve.add_argument("--visit-fee", default=defaults.visit_fee,
                        help="flat fee of an asynchronous visit, amount and ISO 4217 currency [FHIR_VISIT_FEE]")
+    serve.add_argument("--encryption-key-file", default=defaults.encryption_key_file, metavar="FILE",
+                       help="key ring that encrypts the store and blobs at rest (`keys generate FILE`) "
+                            "[FHIR_ENCRYPTION_KEY_FILE, or FHIR_ENCRYPTION_KEY holding its JSON]")
+    serve.add_argument("--tls-cert", default=defaults.tls_cert, metavar="FILE",
+                       help="PEM certificate (chain): serve HTTPS, with HSTS [FHIR_TLS_CERT]")
+    serve.add_argument("--tls-key", default=defaults.tls_key, metavar="FILE",
+                       help="PEM private key of --tls-cert [FHIR_TLS_KEY]")
+    serve.add_argument("--insecure-http", action="store_true", default=defaults.insecure_http,
+                       help="allow plain HTTP on a non-loopback --host: only behind a TLS-terminating proxy "
+                            "[FHIR_INSECURE_HTTP=1]")
     reindex = commands.add_parser("reindex", help="recompute the search index of every resource "
                                                   "(after the search-parameter registry changed)")
     reindex.add_argument("--database", default=defaults.database_url, help="sqlite:/// or mongodb:// URL [FHIR_DATABASE]")
@@ -69,6 +79,12 @@ def _parser(defaults: Settings) -> argparse.ArgumentParser:
     from .exchange.bulk.cli import add_commands as add_export_commands
 
     add_export_commands(commands, defaults.database_url)  # export: fhir_server/exchange/bulk/cli.py
+    from .audit.cli import add_commands as add_audit_commands
+
+    add_audit_commands(commands, defaults.database_url)  # audit verify|export|purge: fhir_server/audit/cli.py
+    from .security.cli import add_commands as add_security_commands
+
+    add_security_commands(commands, defaults)  # keys generate|rotate|list, backup, restore: fhir_server/security/cli.py
     return parser
 
 
@@ -78,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "admin"):  # an administration command (smart_auth/admin.py): prints, returns its status
         return args.admin(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every outbound URL at INFO and httpcore headers at DEBUG: a subscriber's endpoint or
+    # a pharmacy's address is not ours to print
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "serve":
         return serve(replace(
             defaults, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url,
@@ -88,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             required_profiles=(parse_required_profiles(args.require_profile) if args.require_profile is not None
                                else defaults.required_profiles),
             visit_fee=args.visit_fee, prescribing_rules=args.prescribing_rules,
+            encryption_key_file=args.encryption_key_file,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, insecure_http=args.insecure_http,
         ), args.log_level)
     if args.command == "reindex":
         return asyncio.run(reindex(args.database))
@@ -111,11 +133,26 @@ async def reindex(database_url: str) -> int:
 def serve(settings: Settings, log_level: str) -> int:
     import uvicorn
 
-    from .api.app import create_app
+    from . import outbound
+    from .tls import TransportRefused, listen_options
 
+    try:  # refuse to start rather than serve patient data in the clear or with a bad configuration
+        tls = listen_options(settings)
+        settings.auth_lifetimes  # raises ValueError for an access token over an hour, ...
+    except (TransportRefused, ValueError) as refused:
+        log.error("not starting: %s", refused)
+        return 2
+    if outbound_problem := outbound.check_configuration():
+        log.error("not starting: %s", outbound_problem)
+        return 2
+    from .api.app import create_app
+    from .security.cli import check_at_rest
+
+    check_at_rest(settings)  # warns when data at rest is not encrypted; exits 2 when the key does not fit
     if not settings.auth_enabled:
         log.warning("AUTHORIZATION IS OFF (--no-auth): every client can read and write everything")
-    options = dict(host=settings.host, port=settings.port, log_level=log_level, access_log=False, server_header=False)
+    options = dict(host=settings.host, port=settings.port, log_level=log_level, access_log=False, server_header=False,
+                   **tls)
     if settings.workers > 1:
         # Worker processes import the app by name and read their settings from the environment.
         os.environ.update(settings.to_env())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from smart_auth.lifetimes import Lifetimes
+
 from .erx.config import ErxSettings
 
 DEFAULT_DATABASE = "sqlite:///data/fhir.db"
@@ -38,12 +40,31 @@ class Settings:
     required_profiles: tuple[tuple[str, str], ...] = ()  # (resource type, profile url) pairs
     visit_fee: str = "39.99 USD"  # the flat fee of an asynchronous visit (a ChargeItem per submitted visit)
     prescribing_rules: str | None = None  # the deployment's rule file; None: profiles/prescribing-rules.json
+    encryption_key_file: str | None = None  # key ring of data at rest (fhir_server/security/keyring.py); None: clear
+    # transport security (fhir_server/tls.py): HTTPS, or plain HTTP only on loopback unless insecure_http
+    tls_cert: str | None = None  # PEM certificate chain
+    tls_key: str | None = None  # PEM private key
+    insecure_http: bool = False  # plain HTTP on a public address: a TLS-terminating proxy is in front
+    # automatic logoff (smart_auth/lifetimes.py); checked at start-up, so an hour-plus token never starts
+    session_idle_seconds: int = Lifetimes.session_idle
+    access_token_seconds: int = Lifetimes.access_token
+    refresh_token_max_seconds: int = Lifetimes.refresh_token_max
+    # the audit trail (fhir_server/audit/): always on, except to measure its cost (FHIR_AUDIT=off)
+    audit_enabled: bool = True
+    audit_flush_seconds: float = 0.25  # reads' AuditEvents are committed in batches this often
+    security_officers: tuple[str, ...] = ()  # usernames whose user/ scopes may read the audit trail
 
     def required_profiles_by_type(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for resource_type, url in self.required_profiles:
             out.setdefault(resource_type, []).append(url)
         return out
+
+    @property
+    def auth_lifetimes(self) -> Lifetimes:
+        """The sign-in and token lifetimes (ValueError when out of bounds)."""
+        return Lifetimes(session_idle=self.session_idle_seconds, access_token=self.access_token_seconds,
+                         refresh_token_max=self.refresh_token_max_seconds)
 
     @property
     def erx(self) -> ErxSettings:
@@ -74,6 +95,19 @@ class Settings:
         env["FHIR_VISIT_FEE"] = self.visit_fee
         if self.prescribing_rules:
             env["FHIR_PRESCRIBING_RULES"] = self.prescribing_rules
+        if self.encryption_key_file:
+            env["FHIR_ENCRYPTION_KEY_FILE"] = self.encryption_key_file
+        if self.tls_cert:
+            env["FHIR_TLS_CERT"] = self.tls_cert
+        if self.tls_key:
+            env["FHIR_TLS_KEY"] = self.tls_key
+        env["FHIR_INSECURE_HTTP"] = "1" if self.insecure_http else "0"
+        env["FHIR_SESSION_IDLE_SECONDS"] = str(self.session_idle_seconds)
+        env["FHIR_ACCESS_TOKEN_SECONDS"] = str(self.access_token_seconds)
+        env["FHIR_REFRESH_TOKEN_MAX_SECONDS"] = str(self.refresh_token_max_seconds)
+        env["FHIR_AUDIT"] = "on" if self.audit_enabled else "off"
+        env["FHIR_AUDIT_FLUSH_SECONDS"] = str(self.audit_flush_seconds)
+        env["FHIR_SECURITY_OFFICERS"] = ",".join(self.security_officers)
         if self.required_profiles:
             env["FHIR_REQUIRED_PROFILES"] = " ".join(f"{t}={url}" for t, url in self.required_profiles)
         return env
@@ -100,6 +134,16 @@ class Settings:
             required_profiles=parse_required_profiles(env.get("FHIR_REQUIRED_PROFILES", "").split()),
             visit_fee=env.get("FHIR_VISIT_FEE", cls.visit_fee),
             prescribing_rules=env.get("FHIR_PRESCRIBING_RULES") or None,
+            encryption_key_file=env.get("FHIR_ENCRYPTION_KEY_FILE") or None,
+            tls_cert=env.get("FHIR_TLS_CERT") or None,
+            tls_key=env.get("FHIR_TLS_KEY") or None,
+            insecure_http=_env_bool("FHIR_INSECURE_HTTP"),
+            session_idle_seconds=int(env.get("FHIR_SESSION_IDLE_SECONDS", cls.session_idle_seconds)),
+            access_token_seconds=int(env.get("FHIR_ACCESS_TOKEN_SECONDS", cls.access_token_seconds)),
+            refresh_token_max_seconds=int(env.get("FHIR_REFRESH_TOKEN_MAX_SECONDS", cls.refresh_token_max_seconds)),
+            audit_enabled=env.get("FHIR_AUDIT", "on").strip().lower() not in {"off", "0", "false", "no"},
+            audit_flush_seconds=float(env.get("FHIR_AUDIT_FLUSH_SECONDS", cls.audit_flush_seconds)),
+            security_officers=tuple(n for n in env.get("FHIR_SECURITY_OFFICERS", "").replace(",", " ").split()),
         )
 
 

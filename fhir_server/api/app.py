@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import traceback
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -17,10 +18,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from profiles.guide import load_guide
+from smart_auth.access import set_security_officers
 from smart_auth.routes import ROUTES as SMART_ROUTES
 from smart_auth.server import SmartAuthorizationServer
 from smart_auth.service import AuthService
 
+from ..audit import disclosures
+from ..audit.middleware import AuditMiddleware
+from ..audit.security import SecurityEventRecorder
+from ..audit.store import AuditingStore, refuse_prepare
+from ..audit.trail import AuditTrail
 from ..config import Settings
 from ..erx.service import erx_components
 from ..errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound
@@ -32,6 +39,7 @@ from ..interactions.write_hooks import HookedStore, WriteHooks
 from ..interactions.validation import warm_up
 from ..search.extract import extract_index
 from ..storage import Store, open_store
+from ..security import keyring
 from ..storage.blobs import BlobStore, blob_store_for
 from ..media.ingest import MediaIngest
 from ..media.sweep import sweep_orphans
@@ -43,6 +51,7 @@ from ..visit.prescribing_hook import PrescribingHook
 from ..visit.submit import VisitFee
 from ..visit.transitions import VisitTransitions
 from .access_log import AccessLog
+from .security_headers import SecurityHeaders
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
 from .binary_routes import BINARY_ROUTES
@@ -58,9 +67,11 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     """Build the app; the store (from settings.database_url unless given) opens with the app, and
     so does the SMART authorization server's state (in the same database) unless auth is off."""
     store = store or open_store(settings.database_url, synchronous=settings.sqlite_synchronous, indexer=extract_index)
-    blobs = blobs or blob_store_for(store)  # photos' and videos' bytes: beside the database, or GridFS
+    keyring.configure(settings.encryption_key_file)  # data at rest: the store's and the blobs' key ring
+    blobs = blobs or blob_store_for(store)  # photos' and videos' bytes: beside the database, or GridFS (encrypted)
+    raw_store = store
     if settings.auth_enabled and auth is None:
-        auth = AuthService.from_url(settings.database_url)
+        auth = AuthService.from_url(settings.database_url, settings.auth_lifetimes)
     # work that writes cause, in the same unit of work: the visit's steps, and e-prescribing
     hooks = WriteHooks()
     metrics = VisitMetrics()
@@ -77,9 +88,15 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     # inside its unit of work; the implementation guide's resources are read-only
     validation = Validation(load_guide(), settings.required_profiles_by_type())
     ingest = MediaIngest(blobs, settings.max_image_bytes, settings.max_video_bytes)
-    store = ValidatingStore(erx.store, validation, prepare={"Binary": ingest.binary, "Media": ingest.media,
-                                                                  "Task": transitions.stamp_task,
-                                                                  "Subscription": subs.prepare})
+    # the audit trail: a request's writes commit with their AuditEvents; reads are recorded in batches
+    # (fhir_server/audit/); AuditEvents go to the bare store, and through the API they are read-only
+    trail = (AuditTrail(raw_store, server=settings.base_url or "fhir-async-telehealth",
+                        flush_seconds=settings.audit_flush_seconds) if settings.audit_enabled else None)
+    audited = AuditingStore(erx.store, trail) if trail is not None else erx.store
+    store = ValidatingStore(audited, validation, prepare={"Binary": ingest.binary, "Media": ingest.media,
+                                                          "Task": transitions.stamp_task,
+                                                          "Subscription": subs.prepare,
+                                                          "AuditEvent": refuse_prepare})
     bulk = bulk_components(store, settings)  # Bulk Data export: its routes, worker and file sweep
 
     @asynccontextmanager
@@ -97,6 +114,10 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
         # every full collection walks them all and stalls every request in flight for 100+ ms.
         gc.collect()
         gc.freeze()
+        if trail is not None:
+            trail.start()
+        else:
+            log.warning("THE AUDIT TRAIL IS OFF (FHIR_AUDIT=off): accesses are not recorded")
         erx.start()
         subs.start()
         bulk.start()
@@ -106,6 +127,8 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
             await bulk.stop()
             await subs.stop()
             await erx.stop()
+            if trail is not None:
+                await trail.stop()  # what is buffered is committed before the store closes
             if auth is not None:
                 await auth.close()
             sweep.cancel()
@@ -144,11 +167,18 @@ def create_app(settings: Settings, store: Store | None = None, auth: "AuthServic
     app.state.subscription_events_scan = subs.settings.events_scan
     _install_error_handlers(app)
     app.add_middleware(AccessLog)
+    if trail is not None:
+        app.add_middleware(AuditMiddleware, trail=trail)  # an AuditEvent for every FHIR request (audit/middleware.py)
+    app.state.audit_trail = trail
+    disclosures.install(trail)  # what the e-Rx and subscription workers send out (audit/disclosures.py)
+    app.state.security_events = SecurityEventRecorder(trail) if trail is not None else None  # sign-ins, tokens
+    set_security_officers(settings.security_officers)  # user/ scopes that may read the trail (smart_auth/access.py)
     # Browser apps (SMART public clients) call the FHIR API, the token endpoint and discovery from
     # other origins. Bearer tokens, not cookies, authorise those calls, so any origin may ask
     # (credentials stay off: the login session cookie never travels cross-origin).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location", "Content-Location", "ETag", "Last-Modified"], max_age=600)
+    app.add_middleware(SecurityHeaders)  # no-store, nosniff, CSP, HSTS ... on every response (security_headers.py)
     return app
 
 
@@ -181,9 +211,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        # Log the exception type and where, never the request body or resource (patient data).
-        log.error("unhandled %s in %s %s", type(exc).__name__, request.method, _route_template(request),
-                  exc_info=exc)
+        # Log the exception type and where (its stack frames), never its message, the request body or
+        # a resource: an exception's message can quote a value, and values are patient data.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unhandled %s in %s %s\n%s", type(exc).__name__, request.method, _route_template(request),
+                  frames)
         return error_response(FhirError("Internal server error"), request)
 
 
