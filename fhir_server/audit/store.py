@@ -94,7 +94,8 @@ def write_record(request: context.RequestAudit, version: StoredVersion,
                  deleted_patients: list[str] | None = None) -> AuditRecord:
     """The AuditEvent fields of one committed write made by `request` (for a deletion, the patients
     of the version it deleted: the marker itself holds no body)."""
-    interaction = interaction_of_method(version.method)
+    # an update that made version 1 created the resource (update-as-create, a conditional PUT)
+    interaction = "create" if version.version == 1 and version.body is not None else interaction_of_method(version.method)
     principal = request.principal
     reference = f"{version.resource_type}/{version.id}/_history/{version.version}"
     return AuditRecord(
