@@ -51,7 +51,7 @@ from ..visit.prescribing_hook import PrescribingHook
 from ..visit.submit import VisitFee
 from ..visit.transitions import VisitTransitions
 from .access_log import AccessLog
-from .security_headers import SecurityHeaders
+from .security_headers import SecurityHeaders, secured
 from .patient_directory import StorePatientDirectory
 from .responses import error_response
 from .binary_routes import BINARY_ROUTES
@@ -216,7 +216,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         frames = "".join(traceback.format_tb(exc.__traceback__))
         log.error("unhandled %s in %s %s\n%s", type(exc).__name__, request.method, _route_template(request),
                   frames)
-        return error_response(FhirError("Internal server error"), request)
+        response = error_response(FhirError("Internal server error"), request)
+        # this answer leaves through Starlette's outermost error middleware, outside SecurityHeaders
+        response.raw_headers[:] = secured(response.raw_headers, request.url.path, request.url.scheme == "https")
+        return response
 
 
 def _route_template(request: Request) -> str:
