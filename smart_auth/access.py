@@ -45,6 +45,7 @@ from functools import lru_cache
 from typing import Callable, Iterable, Mapping
 
 from fhir_server.errors import FhirError, Forbidden
+from profiles.canonical import CANONICAL_BASE
 from fhir_server.search.entries import (
     IndexEntry,
     ReferenceEntry,
@@ -231,6 +232,14 @@ DISCLOSURE = "http://dicom.nema.org/resources/ontology/DCM|110106"
 _security_officers: frozenset[str] = frozenset()
 
 
+# A Subscription is its creator's: it holds the subscriber's endpoint and the headers (often a secret)
+# sent with every notification. Read, search and delete see a client's own Subscriptions only, by the
+# owner tag the server puts on each (fhir_server/exchange/subscriptions/accept.py, which also refuses
+# another client's update). Create is unrestricted: the tag is set as it is stored.
+SUBSCRIPTION = "Subscription"
+SUBSCRIPTION_OWNER = f"{CANONICAL_BASE}/CodeSystem/subscription-owner"
+
+
 def set_security_officers(usernames: Iterable[str]) -> None:
     global _security_officers
     _security_officers = frozenset(usernames)
@@ -292,6 +301,9 @@ def _decide(principal: Principal, resource_type: str, permission: str) -> Rule |
         except UnenforceableScope as err:
             refusals.append(f"the restriction of scope '{scope.text}' cannot be enforced: {err}")
             continue
+        if resource_type == SUBSCRIPTION and permission in (READ, SEARCH, DELETE) and scope.context != "patient":
+            owned = restriction_filter(SUBSCRIPTION, (("_tag", f"{SUBSCRIPTION_OWNER}|{principal.client_id}"),))
+            restriction = _and(restriction, owned)
         if resource_type == AUDIT_EVENT:
             if scope.context == "patient":
                 restriction = _and(restriction, restriction_filter(AUDIT_EVENT, (("type", DISCLOSURE),)))

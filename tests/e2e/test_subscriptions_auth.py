@@ -108,3 +108,33 @@ def test_a_backend_that_cannot_read_encounters_cannot_subscribe_to_them(smart):
 def test_without_a_token_nothing_is_subscribed(smart):
     r = httpx.post(f"{smart.base}/Subscription", json=subscription("http://127.0.0.1:9/hook"), headers=FHIR_JSON)
     assert r.status_code == 401
+
+
+def test_a_client_sees_and_changes_only_its_own_subscriptions(smart):
+    """A Subscription holds its subscriber's endpoint and the headers sent with every notification
+    (often a secret): another client, even with system/Subscription.cruds, neither reads, finds,
+    changes nor deletes it."""
+    owner = backend_token(smart, "ehr-owner", READS_ENCOUNTERS)
+    other = backend_token(smart, "ehr-other", READS_ENCOUNTERS)
+    with http(smart, owner) as mine, http(smart, other) as theirs:
+        created = mine.post("/Subscription", json=subscription("http://127.0.0.1:9/owned-hook"))
+        assert created.status_code == 201, created.text
+        sub = created.json()
+        assert mine.get(f"/Subscription/{sub['id']}").status_code == 200
+        assert theirs.get(f"/Subscription/{sub['id']}").status_code == 404
+        assert theirs.get(f"/Subscription/{sub['id']}/$status").status_code == 404
+        found = [e["resource"]["id"] for e in theirs.get("/Subscription", params={"_count": "100"}).json().get("entry", [])]
+        assert sub["id"] not in found
+        assert sub["id"] in [e["resource"]["id"] for e in mine.get("/Subscription", params={"_count": "100"}).json()["entry"]]
+        taken = theirs.put(f"/Subscription/{sub['id']}", json={**sub, "channel": {**sub["channel"], "endpoint":
+                                                                                   "http://127.0.0.1:9/stolen"}})
+        assert taken.status_code in (403, 404), taken.text
+        assert theirs.delete(f"/Subscription/{sub['id']}").status_code in (403, 404)
+        kept = mine.get(f"/Subscription/{sub['id']}").json()
+        assert kept["channel"]["endpoint"] == "http://127.0.0.1:9/owned-hook"
+        # a client cannot put another's owner tag on its own Subscription either
+        forged = {**subscription("http://127.0.0.1:9/forged"), "meta": {"tag": [
+            {"system": "http://fhir-async-telehealth.example/CodeSystem/subscription-owner", "code": "ehr-owner"}]}}
+        made = theirs.post("/Subscription", json=forged)
+        assert made.status_code == 201 and made.json()["id"] not in [
+            e["resource"]["id"] for e in mine.get("/Subscription", params={"_count": "100"}).json()["entry"]]

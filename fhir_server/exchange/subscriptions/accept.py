@@ -32,14 +32,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from smart_auth.access import allowed
+from smart_auth.access import SUBSCRIPTION_OWNER, allowed
 from smart_auth.principal import Principal, acting
 
 from ...errors import Forbidden, OutcomeIssue, UnprocessableEntity
 from ...search.parse import parse_search
 from ...storage import ResourceReader, StoredVersion, UnitOfWork
 from .config import SubscriptionSettings
-from .state import owner_extension, strip_state, with_state
+from .state import owner_extension, owner_of, strip_state, with_state
 from .topics import BACKPORT, TOPICS
 
 FILTER_EXT = f"{BACKPORT}/backport-filter-criteria"
@@ -224,6 +224,10 @@ class SubscriptionAccept:
             raise _refuse("A client sets a Subscription's status to requested, active or off", "Subscription.status")
         found = await reader.read("Subscription", id)
         old = orjson.loads(found.body) if found is not None and found.body is not None else None
+        if old is not None and not principal.unrestricted:
+            owner = owner_of(old)
+            if owner is None or owner.client_id != principal.client_id:
+                raise Forbidden("This Subscription belongs to another client")
         if requested == "off":
             status = "off"
         elif old is not None and old.get("status") == "active" and _channel_key(old) == _channel_key(sub):
@@ -232,6 +236,11 @@ class SubscriptionAccept:
             status = "requested" if spec.kind == "topic" else "active"
         out = with_state(strip_state(sub), owner=owner_extension(principal))
         out["status"] = status
+        # the owner tag the access decision reads (smart_auth/access.py: a client sees its own only)
+        meta = dict(out.get("meta") or {})
+        tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == SUBSCRIPTION_OWNER)]
+        meta["tag"] = [*tags, {"system": SUBSCRIPTION_OWNER, "code": principal.client_id}]
+        out["meta"] = meta
         if status != "error":
             out.pop("error", None)
         return out
