@@ -58,6 +58,21 @@ def client_assertion(key, *, client_id: str, token_url: str, alg: str, lifetime:
     return jwt.encode(header, claims, key, algorithms=[alg])
 
 
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def backend_services_token(server: "SmartServer", client_id: str, scope: str, *, alg: str = "ES384") -> dict:
+    """Register a backend-services client (its public key) and get a token by the client_credentials
+    grant, as an EHR does (SMART Backend Services): the token response."""
+    key = new_key(alg)
+    server.add_client(client_id, "asymmetric", scope, jwks={"keys": [key.as_dict(private=False)]}, redirect_uris=[])
+    assertion = client_assertion(key, client_id=client_id, token_url=server.token_url, alg=alg)
+    answer = httpx.post(server.token_url, data={"grant_type": "client_credentials", "scope": scope,
+                                                "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 @dataclass
 class SmartServer:
     """A running server with authorization on, and a handle on its record store."""

@@ -27,7 +27,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.smart_support import REDIRECT, client_assertion, new_key, start_smart_server
+from tests.e2e.smart_support import REDIRECT, backend_services_token, start_smart_server
 from tests.e2e.test_consultation_document import completed_visit
 from tests.e2e.test_fhirclient_launch import walk_authorize_url
 from tests.e2e.test_subscriptions import Receiver, of_type, params, subscription
@@ -50,7 +50,6 @@ from fhirpy.base.exceptions import ForbiddenError, ResourceNotFound  # noqa: E40
 
 EHR = "ehr-backend"
 EHR_SCOPE = "system/*.rs system/Group.c system/Subscription.c"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 PATIENT_APP, PATIENT_USER = "patient-app", "jordan"
 PATIENT_SCOPE = "launch/patient openid fhirUser offline_access patient/*.read"
 NDJSON = "application/fhir+ndjson"
@@ -93,14 +92,9 @@ def visits(server) -> dict:
 def ehr_token(server) -> str:
     """SMART Backend Services: the EHR's registered RS384 key signs a client assertion; the token
     endpoint answers a short-lived access token with the scopes granted."""
-    key = new_key("RS384")
-    server.add_client(EHR, "asymmetric", EHR_SCOPE, jwks={"keys": [key.as_dict(private=False)]}, redirect_uris=[])
-    assertion = client_assertion(key, client_id=EHR, token_url=server.token_url, alg="RS384")
-    answer = httpx.post(server.token_url, data={"grant_type": "client_credentials", "scope": EHR_SCOPE,
-                                                "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion})
-    assert answer.status_code == 200, answer.text
-    assert set(answer.json()["scope"].split()) == set(EHR_SCOPE.split())
-    return answer.json()["access_token"]
+    answer = backend_services_token(server, EHR, EHR_SCOPE, alg="RS384")
+    assert set(answer["scope"].split()) == set(EHR_SCOPE.split())
+    return answer["access_token"]
 
 
 class LastResponse:
@@ -164,8 +158,8 @@ def test_search_completed_encounters_with_includes_and_page_through_them(ehr, la
     before = len(last.urls)
     assert sorted(ref(e) for e in with_context.limit(1)) == sorted(matches)
     assert len(last.urls) - before == 2  # two pages, the second from the first's `next` link
-    # (fhirpy's count() asks `_count=0&_totalMethod=count`, Aidbox's dialect, to which this server
-    # answers `total: 0`; the standard `_summary=count` gives the number)
+    # the library's count() (it asks `_count=0`) and the standard `_summary=count` agree
+    assert finished.count() == 2
     assert finished.search(_summary="count").fetch_raw().total == 2
     # narrowed to one patient: only that visit
     [mine] = finished.search(subject=ours["patient"]).fetch_all()

@@ -12,11 +12,10 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.smart_support import client_assertion, new_key, start_smart_server
+from tests.e2e.smart_support import backend_services_token, start_smart_server
 from tests.e2e.test_subscriptions import ENV, Receiver, complete, of_type, params, subscription, wait_status
 from tests.support import FHIR_JSON
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 READS_ENCOUNTERS = "system/Subscription.cruds system/Encounter.rs"
 NO_ENCOUNTERS = "system/Subscription.cruds system/Patient.rs"
 
@@ -35,13 +34,7 @@ def smart(tmp_path_factory):
 
 def backend_token(smart, client_id: str, scope: str) -> str:
     """A registered backend-services client's access token, by the client_credentials grant."""
-    key = new_key("ES384")
-    smart.add_client(client_id, "asymmetric", scope, jwks={"keys": [key.as_dict(private=False)]}, redirect_uris=[])
-    assertion = client_assertion(key, client_id=client_id, token_url=smart.token_url, alg="ES384")
-    r = httpx.post(smart.token_url, data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                                          "client_assertion": assertion, "scope": scope})
-    assert r.status_code == 200, r.text
-    return r.json()["access_token"]
+    return backend_services_token(smart, client_id, scope)["access_token"]
 
 
 def http(smart, token: str) -> httpx.Client:
