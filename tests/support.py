@@ -25,13 +25,14 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, database: Path, *, port: int | None = None, extra_args: list[str] | None = None,
-                 log_path: Path | None = None, auth: bool = False):
+                 log_path: Path | None = None, auth: bool = False, env: dict[str, str] | None = None):
         self.database = database
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args or []
         self.log_path = log_path or database.with_suffix(".log")
         self.auth = auth  # False: --no-auth, as every test that is not about authorization runs
+        self.env = env or {}  # FHIR_* settings read at start-up, for this server only (and its restarts)
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "ServerProcess":
@@ -39,7 +40,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fhir_server", "serve", *([] if self.auth else ["--no-auth"]), "--host", "127.0.0.1",
              "--port", str(self.port), "--database", f"sqlite:///{self.database}", *self.extra_args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

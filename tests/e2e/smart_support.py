@@ -116,9 +116,10 @@ class SmartServer:
         return r.json()
 
 
-def start_smart_server(tmp: Path) -> SmartServer:
+def start_smart_server(tmp: Path, env: dict[str, str] | None = None) -> SmartServer:
+    """A server with authorization on (`env`: FHIR_* settings it reads at start-up)."""
     database = tmp / "fhir.db"
-    process = ServerProcess(database, auth=True).start()
+    process = ServerProcess(database, auth=True, env=env).start()
     auth = AuthService.from_url(f"sqlite:///{database}")
     auth.open_sync()  # the server created its signing key at start-up; this handle shares it
     return SmartServer(process, auth)

@@ -144,10 +144,8 @@ def gateway():
 def world(tmp_path_factory, gateway):
     database = tmp_path_factory.mktemp("audit") / "fhir.db"
     process = ServerProcess(database, auth=True, extra_args=[
-        "--erx-gateway", f"{gateway.url}/script", "--erx-sender-id", "TELEHEALTH01", "--erx-max-attempts", "3"])
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("FHIR_SECURITY_OFFICERS", OFFICER)  # the child process reads it at start-up
-        process.start()
+        "--erx-gateway", f"{gateway.url}/script", "--erx-sender-id", "TELEHEALTH01", "--erx-max-attempts", "3"],
+        env={"FHIR_SECURITY_OFFICERS": OFFICER}).start()
     auth = AuthService.from_url(f"sqlite:///{database}")
     auth.open_sync()  # the server created its signing key at start-up; this handle shares it
     smart = SmartServer(process, auth)

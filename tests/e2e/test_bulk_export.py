@@ -219,26 +219,19 @@ def pair(tmp_path_factory):
     the window in which a test changes data after kick-off), and a second server process on the same
     database and export folder (as `serve --workers 2` would be)."""
     env = {"FHIR_EXPORT_RETRY_AFTER": "1", "FHIR_EXPORT_SETTLE_SECONDS": "2"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     first = second = None
     try:
-        first = start_smart_server(tmp_path_factory.mktemp("bulk-pair"))
+        first = start_smart_server(tmp_path_factory.mktemp("bulk-pair"), env=env)
         first.data = seed_two_patients(first)
         first.put({"resourceType": "Group", "id": "grp-a", "type": "person", "actual": True,
                    "member": [{"entity": {"reference": "Patient/pat-a"}}]})
-        second = ServerProcess(first.process.database, port=free_port(), auth=True,
+        second = ServerProcess(first.process.database, port=free_port(), auth=True, env=env,
                                log_path=first.process.database.with_suffix(".second.log")).start()
         yield first, second
     finally:
         for process in (second, first.process if first else None):
             if process is not None:
                 process.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_changes_after_transaction_time_go_to_the_next_export(pair):
@@ -334,52 +327,43 @@ async def _load_observations(database, n: int) -> None:
 
 def test_job_killed_mid_export_goes_on_from_its_checkpoint(tmp_path):
     env = {"FHIR_EXPORT_RETRY_AFTER": "1", "FHIR_EXPORT_LEASE_SECONDS": "4", "FHIR_EXPORT_MAX_FILE_BYTES": "20000"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     n = 60_000
+    asyncio.run(_load_observations(tmp_path / "fhir.db", n))
+    server = start_smart_server(tmp_path, env=env)
+    auth = token(server)
+    r = kickoff(server, "/$export", auth, {"_type": "Observation"})
+    status = r.headers["Content-Location"]
+    first = httpx.get(status, headers=auth)
+    assert first.status_code == 202
+    assert httpx.get(status, headers=auth).status_code == 429  # polled faster than Retry-After
+    folder = tmp_path / "fhir.db.exports" / status.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len((checkpoint.load(folder) or checkpoint.Checkpoint()).outputs) < 3:
+        time.sleep(0.005)
+    server.process.kill()  # SIGKILL mid-job: the files so far stay behind, the lease with them
+    assert not (folder / "manifest.json").exists()  # it really was interrupted
+    kept = {o.name: o.count for o in checkpoint.load(folder).outputs}
+    assert len(kept) >= 3 and sum(kept.values()) < n
+    stats = {name: ((folder / name).stat().st_ino, (folder / name).stat().st_mtime_ns) for name in kept}
+    process = ServerProcess(server.process.database, port=server.process.port, auth=True, env=env).start()
     try:
-        asyncio.run(_load_observations(tmp_path / "fhir.db", n))
-        server = start_smart_server(tmp_path)
-        auth = token(server)
-        r = kickoff(server, "/$export", auth, {"_type": "Observation"})
-        status = r.headers["Content-Location"]
-        first = httpx.get(status, headers=auth)
-        assert first.status_code == 202
-        assert httpx.get(status, headers=auth).status_code == 429  # polled faster than Retry-After
-        folder = tmp_path / "fhir.db.exports" / status.rsplit("/", 1)[1]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len((checkpoint.load(folder) or checkpoint.Checkpoint()).outputs) < 3:
-            time.sleep(0.005)
-        server.process.kill()  # SIGKILL mid-job: the files so far stay behind, the lease with them
-        assert not (folder / "manifest.json").exists()  # it really was interrupted
-        kept = {o.name: o.count for o in checkpoint.load(folder).outputs}
-        assert len(kept) >= 3 and sum(kept.values()) < n
-        stats = {name: ((folder / name).stat().st_ino, (folder / name).stat().st_mtime_ns) for name in kept}
-        process = ServerProcess(server.process.database, port=server.process.port, auth=True).start()
-        try:
-            done = wait(status, auth, timeout=120)
-            assert done.status_code == 200, done.text
-            manifest = done.json()
-            assert len(manifest["output"]) > len(kept)  # split at FHIR_EXPORT_MAX_FILE_BYTES
-            listed = {item["url"].rsplit("/", 1)[1]: item["count"] for item in manifest["output"]}
-            assert {name: listed.get(name) for name in kept} == kept  # the completed files are the manifest's ...
-            for name, stat in stats.items():  # ... as they were: kept, not written again
-                assert ((folder / name).stat().st_ino, (folder / name).stat().st_mtime_ns) == stat, name
-            seen: set[str] = set()
-            total = 0
-            for item in manifest["output"]:
-                f = httpx.get(item["url"], headers=auth)
-                lines = f.content.splitlines()
-                assert len(lines) == item["count"] and len(f.content) <= 20_000
-                seen.update(orjson.loads(line)["id"] for line in lines)
-                total += len(lines)
-            assert total == len(seen) == n  # every resource exactly once: nothing lost, nothing twice
-            assert not (folder / files.CHECKPOINT).exists()  # done: the checkpoint is gone with the job's state
-        finally:
-            process.stop()
+        done = wait(status, auth, timeout=120)
+        assert done.status_code == 200, done.text
+        manifest = done.json()
+        assert len(manifest["output"]) > len(kept)  # split at FHIR_EXPORT_MAX_FILE_BYTES
+        listed = {item["url"].rsplit("/", 1)[1]: item["count"] for item in manifest["output"]}
+        assert {name: listed.get(name) for name in kept} == kept  # the completed files are the manifest's ...
+        for name, stat in stats.items():  # ... as they were: kept, not written again
+            assert ((folder / name).stat().st_ino, (folder / name).stat().st_mtime_ns) == stat, name
+        seen: set[str] = set()
+        total = 0
+        for item in manifest["output"]:
+            f = httpx.get(item["url"], headers=auth)
+            lines = f.content.splitlines()
+            assert len(lines) == item["count"] and len(f.content) <= 20_000
+            seen.update(orjson.loads(line)["id"] for line in lines)
+            total += len(lines)
+        assert total == len(seen) == n  # every resource exactly once: nothing lost, nothing twice
+        assert not (folder / files.CHECKPOINT).exists()  # done: the checkpoint is gone with the job's state
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        process.stop()

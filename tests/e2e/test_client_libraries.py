@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 import uuid
 
@@ -59,16 +58,7 @@ SERVER_ENV = {"FHIR_SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": "1", "FHIR_SUBSCRIPTION_P
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in SERVER_ENV}
-    os.environ.update(SERVER_ENV)
-    try:
-        srv = start_smart_server(tmp_path_factory.mktemp("client-libraries"))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    srv = start_smart_server(tmp_path_factory.mktemp("client-libraries"), env=SERVER_ENV)
     try:
         yield srv
     finally:

@@ -21,11 +21,9 @@ SCOPE = "launch/patient openid fhirUser offline_access patient/Patient.rs"
 
 @pytest.fixture(scope="module")
 def smart(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as env:  # the server process inherits the test's environment
-        env.setenv("FHIR_SESSION_IDLE_SECONDS", str(IDLE))
-        env.setenv("FHIR_ACCESS_TOKEN_SECONDS", str(ACCESS))
-        env.setenv("FHIR_REFRESH_TOKEN_MAX_SECONDS", str(REFRESH_MAX))
-        server = start_smart_server(tmp_path_factory.mktemp("logoff"))
+    server = start_smart_server(tmp_path_factory.mktemp("logoff"), env={
+        "FHIR_SESSION_IDLE_SECONDS": str(IDLE), "FHIR_ACCESS_TOKEN_SECONDS": str(ACCESS),
+        "FHIR_REFRESH_TOKEN_MAX_SECONDS": str(REFRESH_MAX)})
     try:
         server.put({"resourceType": "Patient", "id": "pat-l", "name": [{"family": "Logoff"}]})
         server.add_client(CLIENT, "public", SCOPE)

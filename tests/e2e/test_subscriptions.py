@@ -7,7 +7,6 @@ order; the Subscription's history holds only its status changes; purged events a
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,16 +90,7 @@ ENV = {"FHIR_SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": "1", "FHIR_SUBSCRIPTION_MAX_ATTE
 
 def start_server(database, env: dict, *extra_args: str) -> ServerProcess:
     """A server whose subscription settings come from `env` (read at start-up)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return ServerProcess(database, extra_args=list(extra_args)).start()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return ServerProcess(database, extra_args=list(extra_args), env=env).start()
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,7 @@ NO_ENCOUNTERS = "system/Subscription.cruds system/Patient.rs"
 
 @pytest.fixture(scope="module")
 def smart(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in ENV.items():
-            env.setenv(name, value)
-        server = start_smart_server(tmp_path_factory.mktemp("subs-auth"))
+    server = start_smart_server(tmp_path_factory.mktemp("subs-auth"), env=ENV)
     try:
         yield server
     finally:

@@ -272,17 +272,7 @@ def private_jwks(pki):
 def _backend_token_status(tmp_path: Path, jwks: tuple, env: dict[str, str]) -> tuple[int, dict]:
     key, url = jwks
     database = tmp_path / "fhir.db"
-    process = ServerProcess(database, auth=True)
-    previous = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # ServerProcess passes the test's environment to the server
-    try:
-        process.start()
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    process = ServerProcess(database, auth=True, env=env).start()
     try:
         auth = AuthService.from_url(f"sqlite:///{database}")
         auth.open_sync()
