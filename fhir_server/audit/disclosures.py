@@ -53,12 +53,13 @@ async def about(reader: ResourceReader, reference: str) -> list[str]:
     return patients_of(found) if found is not None else []
 
 
-async def prescription_sent(reader: ResourceReader, medication_request: str, recipient: str, what: str) -> None:
-    """A prescription left for a pharmacy (through the gateway, or to its FHIR server)."""
+async def resources_sent(reader: ResourceReader, references: list[str], recipient: str, what: str) -> None:
+    """Stored resources ("Type/id") left for `recipient`: a prescription for a pharmacy (through the
+    gateway, or to its FHIR server), a notification's focus for an EHR. Nothing is read without a trail."""
     if _trail is None:
         return
-    record(recipient=recipient, patients=await about(reader, medication_request),
-           resources=[medication_request], description=what)
+    record(recipient=recipient, patients=[p for ref in references for p in await about(reader, ref)],
+           resources=references, description=what)
 
 
 async def export_file_sent(path: Path, *, recipient_client: str, user: str | None, subject: str | None,

@@ -284,8 +284,8 @@ class ErxDelivery(HttpDelivery):
         if not 200 <= status < 300:
             await context.refused(f"the gateway refused the message: HTTP {status}")
         # the gateway took the message: the prescription has been disclosed (the accounting's record)
-        await disclosures.prescription_sent(self.store, mr_ref, self.settings.gateway_url,
-                                            f"NCPDP SCRIPT {message_type} to the e-prescribing gateway")
+        await disclosures.resources_sent(self.store, [mr_ref], self.settings.gateway_url,
+                                         f"NCPDP SCRIPT {message_type} to the e-prescribing gateway")
         if content is None:
             await context.transport_failed(f"the gateway's answer is over {MAX_INBOUND_BYTES} bytes")
 

@@ -426,8 +426,8 @@ class FhirPharmacyDelivery(HttpDelivery):
                                            after=_retry_after(headers))
         if not 200 <= status < 300:
             await attempt.refused(status, trimmed_outcome(_json(content)))
-        await disclosures.prescription_sent(self.store, mr_ref, base_url(address),
-                                            f"FHIR {purpose} to the pharmacy's FHIR server")
+        await disclosures.resources_sent(self.store, [mr_ref], base_url(address),
+                                         f"FHIR {purpose} to the pharmacy's FHIR server")
         if content is None:
             await attempt.transport_failed(f"the pharmacy's answer is over {MAX_ANSWER_BYTES} bytes")
         answer = _transaction_answer(_json(content), base_url(address))

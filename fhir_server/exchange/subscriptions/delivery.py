@@ -196,9 +196,8 @@ class SubscriptionDelivery:
         await self.post(spec, spec.endpoint, "POST", orjson.dumps(bundle))
         if _content(sub) != "empty":  # ids or resources went to the EHR: a disclosure, for the accounting
             refs = [ref for ref in [event.get("focus"), *(event.get("context") or [])] if ref]
-            disclosures.record(recipient=spec.endpoint, resources=refs,
-                               patients=[p for ref in refs for p in await disclosures.about(self.store, ref)],
-                               description=f"subscription notification (Subscription/{sub['id']})")
+            await disclosures.resources_sent(self.store, refs, spec.endpoint,
+                                             f"subscription notification (Subscription/{sub['id']})")
         log.debug("subscription %s: event %s delivered", sub["id"], event["number"])
 
     async def _classic(self, sub: dict, spec: Spec, event: dict) -> None:
