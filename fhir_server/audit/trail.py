@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 
 from ..storage import Store, UnitOfWork
-from ..storage.serialization import now_instant
 from . import chain
 from .events import AuditRecord, audit_event
 
@@ -36,11 +34,9 @@ class AuditTrail:
         self.server = server
         self.flush_seconds = flush_seconds
         self.max_batch = max_batch
-        self._pending: list[tuple[AuditRecord, float]] = []
+        self._pending: list[AuditRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self.flushed = 0
-        self.max_delay = 0.0  # the longest an event waited between record() and its commit (seconds)
 
     # -- in a write's unit of work ----------------------------------------------------------------
 
@@ -64,13 +60,9 @@ class AuditTrail:
 
     def record(self, record: AuditRecord) -> None:
         """Buffer an event; it is committed within flush_seconds (or now, when the buffer is full)."""
-        self._pending.append((record, time.monotonic()))
+        self._pending.append(record)
         if len(self._pending) >= self.max_batch:
             self._wake.set()
-
-    def record_now(self, **fields) -> None:
-        """record() an AuditRecord built from keyword fields, stamped now."""
-        self.record(AuditRecord(recorded=now_instant(), **fields))
 
     async def flush(self) -> int:
         batch, self._pending = self._pending, []
@@ -78,13 +70,10 @@ class AuditTrail:
             return 0
         try:
             async with self._store.unit_of_work() as uow:
-                await self.append(uow, [record for record, _ in batch])
+                await self.append(uow, batch)
         except BaseException:
             self._pending[:0] = batch  # keep them for the next attempt (or the final flush)
             raise
-        done = time.monotonic()
-        self.max_delay = max(self.max_delay, done - min(t for _, t in batch))
-        self.flushed += len(batch)
         return len(batch)
 
     def start(self) -> None:
